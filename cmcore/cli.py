@@ -1,0 +1,152 @@
+"""`cmcore train | sample | info`: the command-line front end over the same API as the app."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import CmcoreError
+
+EPILOG = "Runs, checkpoints and samples are described in the README."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cmcore", description="Train and sample consistency models.", epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a ct, cd or flow model", description="Train a model into RUN_DIR.")
+    t.add_argument("--data", help="folder | demo | mnist:ROOT | fashionmnist:ROOT | cifar10:ROOT")
+    t.add_argument("--method", choices=("ct", "cd", "flow"))
+    t.add_argument("--out", required=True, type=Path, help="run directory")
+    t.add_argument("--teacher", help="flow run directory or checkpoint (cd)")
+    t.add_argument("--resolution", type=int)
+    t.add_argument("--channels", choices=("auto", "1", "3"))
+    t.add_argument("--model", choices=("tiny", "small", "base"))
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--max-minutes", type=float)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--device", help="auto | cpu | cuda:N | mps")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--config", type=Path, help="a TOML file with any TrainConfig fields (flags override it)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="draw images from a run or checkpoint")
+    s.add_argument("source", type=Path, help="run directory or .safetensors checkpoint")
+    s.add_argument("--steps", type=int, default=1)
+    s.add_argument("--num", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    s.add_argument("--sampler", choices=("multistep", "ode"), default="multistep")
+    s.add_argument("--grid", type=Path, help="also write all images as one grid PNG")
+    s.add_argument("--device", default="cpu")
+
+    i = sub.add_parser("info", help="describe a run or checkpoint")
+    i.add_argument("source", type=Path)
+    return p
+
+
+FLAG_FIELDS = ("data", "method", "teacher", "resolution", "channels", "model", "batch_size", "max_steps",
+               "max_minutes", "lr", "device", "seed")
+
+
+def _train(args) -> int:
+    from .training import Trainer
+
+    if args.resume:
+        config = TrainConfig.load(args.out / "config.toml") if (args.out / "config.toml").exists() else None
+        if config is None:
+            raise CmcoreError(f"{args.out} holds no run to resume")
+    else:
+        config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    overrides = {k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None}
+    config = config.replace(**overrides).validate()
+    bar = None if args.quiet else _ProgressBar()
+    trainer = Trainer(config, args.out, resume=args.resume, on_event=bar)
+    try:
+        step = trainer.run()
+    except KeyboardInterrupt:  # Ctrl-C: the loop is interrupted mid-step, so save what is complete
+        print(f"\ninterrupted; resume with: cmcore train --out {args.out} --resume", file=sys.stderr)
+        return 130
+    finally:
+        if bar:
+            bar.close()
+    print(f"done at step {step}: {args.out}")
+    return 0
+
+
+class _ProgressBar:
+    """tqdm bar driven by the Trainer's events: loss, images/s and ETA."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        from . import events
+
+        if isinstance(event, events.Started):
+            self.bar = tqdm(total=event.max_steps, initial=event.step, unit="step", dynamic_ncols=True,
+                            desc=f"{Path(event.run_dir).name} [{event.device}]")
+        elif isinstance(event, events.Progress) and self.bar is not None:
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.loss:.4g}", n=event.n, img_s=f"{event.images_per_s:.0f}")
+        elif isinstance(event, events.CheckpointSaved) and self.bar is not None:
+            self.bar.write(f"checkpoint: {event.path}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _sample(args) -> int:
+    from .export import make_grid, save_png
+    from .generator import load_generator
+
+    if args.steps < 1 or args.num < 1:
+        raise CmcoreError("--steps and --num must be at least 1")
+    gen = load_generator(args.source, args.device)
+    images = gen.sample(args.num, args.steps, args.seed, args.sampler)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"run": str(gen.source), "step": str(gen.step), "sampler": args.sampler, "steps": str(args.steps)}
+    for i, image in enumerate(images):
+        save_png(args.out / f"sample_{args.seed}_{i:04d}.png", image, {**meta, "seed": str(args.seed), "index": str(i)})
+    if args.grid:
+        save_png(args.grid, make_grid(images), {**meta, "seed": str(args.seed)})
+    print(f"wrote {len(images)} images to {args.out}")
+    return 0
+
+
+def _info(args) -> int:
+    from .checkpoint import load_checkpoint, read_jsonl
+
+    ckpt = load_checkpoint(args.source)
+    c = ckpt.config
+    print(f"checkpoint : {ckpt.path}")
+    print(f"method     : {c.method}   step {ckpt.step} of {c.max_steps}")
+    print(f"model      : {c.model} ({ckpt.meta.get('num_params', '?')} parameters), {c.parametrization}")
+    print(f"data       : {c.data}  {ckpt.meta.get('resolution', c.resolution)}px, {ckpt.meta.get('channels', '?')} channels")
+    run_dir = ckpt.path.parent.parent
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    if records:
+        print(f"last loss  : {records[-1]['loss']:.5g} at step {records[-1]['step']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": _train, "sample": _sample, "info": _info}[args.command](args)
+    except CmcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

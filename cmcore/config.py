@@ -1,0 +1,189 @@
+"""The one configuration dataclass. Every default of the engine lives here.
+
+The same `TrainConfig` is written to a run's ``config.toml``, embedded in checkpoint
+metadata, filled by the CLI flags and by the app's Train pane, and saved as presets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+import tomli_w
+
+from .errors import ConfigError
+
+METHODS = ("ct", "cd", "flow")
+MODELS = ("tiny", "small", "base")
+DISTANCES = ("pseudo_huber", "l2", "l1")
+SPACINGS = ("karras", "uniform")
+K_SAMPLINGS = ("lognormal", "uniform")
+WEIGHTINGS = ("inverse_dt", "uniform")
+CURRICULA = ("ect", "doubling", "sqrt", "constant")
+SOLVERS = ("euler", "heun")
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("radam", "adam")
+PARAMETRIZATIONS = ("reflow", "edm")
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train on --------------------------------------------------------------
+    data: str = "demo"  # folder path | demo | mnist:ROOT | fashionmnist:ROOT | cifar10:ROOT
+    resolution: int = 32
+    channels: str = "auto"  # auto | 1 | 3
+    hflip: bool = False
+    method: str = "ct"  # ct | cd | flow
+    teacher: str = ""  # run dir or checkpoint of a `flow` run (cd; optional warm start for ct)
+    init_from_teacher: bool = True  # cd: the student starts from the teacher's weights
+
+    # --- model ---------------------------------------------------------------------------
+    model: str = "tiny"
+    dropout: float = 0.0
+    parametrization: str = "reflow"  # f = x - t*v  |  edm-style c_skip/c_out
+
+    # --- optimisation --------------------------------------------------------------------
+    batch_size: int = 64
+    max_steps: int = 3000
+    max_minutes: float = 0.0  # 0 = no time limit
+    lr: float = 1e-3
+    optimizer: str = "radam"
+    warmup_steps: int = 100
+    lr_min_ratio: float = 0.1  # cosine decays to lr * lr_min_ratio
+    grad_clip: float = 1.0  # 0 disables
+    weight_decay: float = 0.0
+    ema_eval: float = 0.999  # evaluation EMA (previews, sampling); warmed up early on
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA only; falls back to fp32 on CPU)
+    seed: int = 0
+    device: str = "auto"
+
+    # --- consistency options ---------------------------------------------------------------
+    curriculum: str = "ect"
+    s0: int = 2  # initial number of steps n
+    s1: int = 64  # final number of steps n
+    warmup_fraction: float = 0.25  # ect: fraction of steps at n = 1 (pure denoising target)
+    mu0: float = 0.9  # sqrt curriculum: target EMA at n = s0; others use target_ema
+    target_ema: float = 0.0  # 0 = stop-gradient copy of theta (iCT / ECT)
+    distance: str = "pseudo_huber"
+    huber_c: float = 0.0  # 0 = 0.00054 * sqrt(dim), as in improved CT
+    spacing: str = "karras"
+    rho: float = 7.0
+    t_min: float = 0.002
+    k_sampling: str = "lognormal"
+    p_mean: float = -1.1  # log-normal time sampling on log(t / (1 - t))
+    p_std: float = 2.0
+    weighting: str = "inverse_dt"
+    teacher_solver: str = "heun"  # cd: one teacher step with euler or heun
+    flow_weighting: str = "uniform"  # flow loss weight w(t)
+
+    # --- logging / saving -----------------------------------------------------------------
+    log_every: int = 10
+    preview_every: int = 250
+    checkpoint_every: int = 500
+    preview_count: int = 16
+
+    def validate(self) -> "TrainConfig":
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+
+        choice("method", METHODS)
+        choice("model", MODELS)
+        choice("distance", DISTANCES)
+        choice("spacing", SPACINGS)
+        choice("k_sampling", K_SAMPLINGS)
+        choice("weighting", WEIGHTINGS)
+        choice("curriculum", CURRICULA)
+        choice("teacher_solver", SOLVERS)
+        choice("precision", PRECISIONS)
+        choice("optimizer", OPTIMIZERS)
+        choice("parametrization", PARAMETRIZATIONS)
+        if str(self.channels) not in ("auto", "1", "3"):
+            raise ConfigError(f"channels must be auto, 1 or 3, got {self.channels!r}")
+        self.channels = str(self.channels)
+        if not 16 <= self.resolution <= 256:
+            raise ConfigError(f"resolution must be between 16 and 256, got {self.resolution}")
+        if self.resolution % 8:
+            raise ConfigError(f"resolution must be a multiple of 8, got {self.resolution}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        if self.max_steps < 1:
+            raise ConfigError("max_steps must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError("lr must be positive")
+        if not 1 <= self.s0 <= self.s1:
+            raise ConfigError(f"need 1 <= s0 <= s1, got s0={self.s0}, s1={self.s1}")
+        for name in ("ema_eval", "target_ema", "mu0"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1)")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError("warmup_fraction must be in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+        if self.method == "cd" and not self.teacher:
+            raise ConfigError("method cd needs a teacher: a `flow` run directory or checkpoint")
+        return self
+
+    # --- TOML round trip -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            default = getattr(cls(), name)
+            try:
+                kwargs[name] = type(default)(value) if not isinstance(default, bool) else _to_bool(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{name}: cannot read {value!r} ({exc})") from None
+        return cls(**kwargs)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps({"train": self.to_dict()})
+
+    @classmethod
+    def from_toml(cls, text: str) -> "TrainConfig":
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not a valid TOML file: {exc}") from None
+        return cls.from_dict(doc.get("train", doc))
+
+    def save(self, path: str | Path) -> None:
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(path), self.to_toml().encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        try:
+            return cls.from_toml(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("not a boolean")
+    return bool(value)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))

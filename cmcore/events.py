@@ -1,0 +1,46 @@
+"""What the Trainer reports while it runs; front ends (CLI progress bar, Qt signals) listen."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Started:
+    run_dir: str
+    step: int
+    max_steps: int
+    num_params: int
+    device: str
+
+
+@dataclass
+class Progress:
+    step: int
+    max_steps: int
+    loss: float
+    lr: float
+    n: int
+    mu: float
+    images_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass
+class Preview:
+    step: int
+    grids: dict[int, np.ndarray] = field(default_factory=dict)  # sampling steps -> uint8 HxWxC
+
+
+@dataclass
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass
+class Finished:
+    step: int
+    reason: str  # max_steps | max_minutes | stopped

@@ -1,0 +1,59 @@
+"""Writing images: PNGs with their settings in text chunks, grids, animated GIFs."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+
+def unique_path(path: str | Path) -> Path:
+    """`path`, or `name-1.ext`, `name-2.ext`... if it exists: never overwrite silently."""
+    path = Path(path)
+    candidate, i = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        i += 1
+    return candidate
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    image = np.asarray(image, dtype=np.uint8)
+    return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
+def save_png(path: str | Path, image: np.ndarray, metadata: dict[str, str] | None = None) -> Path:
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(str(key), str(value))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _pil(image).save(path, pnginfo=info)
+    return path
+
+
+def read_png_metadata(path: str | Path) -> dict[str, str]:
+    with Image.open(path) as im:
+        return dict(im.text)
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """N×H×W×C uint8 → one uint8 image, `nrow` images per row (default: square-ish)."""
+    images = np.asarray(images, dtype=np.uint8)
+    n, h, w, c = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    grid = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        y, x = divmod(i, nrow)
+        grid[pad + y * (h + pad): pad + y * (h + pad) + h, pad + x * (w + pad): pad + x * (w + pad) + w] = img
+    return grid
+
+
+def save_gif(path: str | Path, frames: list[np.ndarray], duration_ms: int = 400) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil = [_pil(f).convert("RGB") for f in frames]
+    pil[0].save(path, save_all=True, append_images=pil[1:], duration=duration_ms, loop=0)
+    return path

@@ -1,0 +1,83 @@
+"""Training objectives, one small class each (after EDM's training/loss.py).
+
+Each `__call__` returns the per-sample loss for a batch of clean images x0 and noise x1.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .precond import ConsistencyFunction, noise
+from .schedules import loss_weight
+
+
+def distance(a: torch.Tensor, b: torch.Tensor, kind: str, huber_c: float = 0.0) -> torch.Tensor:
+    """Per-sample d(a, b): mean squared error, mean absolute error or pseudo-Huber.
+
+    Pseudo-Huber is √(‖a−b‖² + c²) − c over the whole image, c = 0.00054·√dim by default
+    (improved CT): quadratic for tiny errors, linear (robust to outliers) for large ones.
+    """
+    diff = (a - b).flatten(1).float()
+    if kind == "l2":
+        return diff.square().mean(1)
+    if kind == "l1":
+        return diff.abs().mean(1)
+    c = huber_c or 0.00054 * math.sqrt(diff.shape[1])
+    return (diff.square().sum(1) + c * c).sqrt() - c
+
+
+class FlowLoss:
+    """ReFlow teacher: w(t)·‖v_θ(x_t, t) − (x1 − x0)‖², t ~ U[0, 1]."""
+
+    def __init__(self, weighting: str = "uniform"):
+        self.weighting = weighting
+
+    def __call__(self, model: ConsistencyFunction, x0, x1, t) -> torch.Tensor:
+        v = model.velocity(noise(x0, x1, t), t)
+        loss = (v.float() - (x1 - x0).float()).flatten(1).square().mean(1)
+        if self.weighting == "lognormal":  # emphasise the middle times, as in SD3's logit-normal
+            w = torch.exp(-0.5 * torch.logit(t.clamp(1e-4, 1 - 1e-4)) ** 2) / (t * (1 - t)).clamp_min(1e-4)
+            loss = loss * w / w.mean()
+        return loss
+
+
+class ConsistencyTrainingLoss:
+    """CT: λ(t_k)·d(f_θ(x_{t_k}, t_k), f_θ̄(x_{t_{k−1}}, t_{k−1})), both from the same (x0, x1)."""
+
+    def __init__(self, distance: str = "pseudo_huber", weighting: str = "inverse_dt", huber_c: float = 0.0):
+        self.distance, self.weighting, self.huber_c = distance, weighting, huber_c
+
+    def target_input(self, x0, x1, t, r) -> torch.Tensor:
+        return noise(x0, x1, r)
+
+    def __call__(self, model, target_model, x0, x1, t, r) -> torch.Tensor:
+        pred = model(noise(x0, x1, t), t)
+        with torch.no_grad():
+            target = target_model(self.target_input(x0, x1, t, r), r)
+        return loss_weight(t, r, self.weighting) * distance(pred, target, self.distance, self.huber_c)
+
+
+class ConsistencyDistillationLoss(ConsistencyTrainingLoss):
+    """CD: the target input is one teacher ODE step (Euler or Heun on v_φ) from x_{t_k} to t_{k−1}."""
+
+    def __init__(self, teacher: ConsistencyFunction, solver: str = "heun", **kwargs):
+        super().__init__(**kwargs)
+        self.teacher, self.solver = teacher, solver
+
+    @torch.no_grad()
+    def target_input(self, x0, x1, t, r) -> torch.Tensor:
+        return teacher_step(self.teacher, noise(x0, x1, t), t, r, self.solver)
+
+
+@torch.no_grad()
+def teacher_step(teacher: ConsistencyFunction, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, solver: str) -> torch.Tensor:
+    """One step of dx/dt = v_φ(x, t) from t to r (r < t); Heun falls back to Euler where r = 0."""
+    dt = (r - t).reshape(-1, *([1] * (x.dim() - 1)))
+    v = teacher.velocity(x, t)
+    x_euler = x + dt * v
+    if solver == "euler":
+        return x_euler
+    v_next = teacher.velocity(x_euler, r.clamp_min(1e-4))
+    x_heun = x + dt * 0.5 * (v + v_next)
+    return torch.where((r > 0).reshape(dt.shape), x_heun, x_euler)

@@ -1,0 +1,60 @@
+"""Preconditioning: f(x, t) = c_skip(t)·x + c_out(t)·F(c_in(t)·x, c_noise(t)).
+
+Noising is ReFlow's x_t = (1-t)·x0 + t·x1 with x1 ~ N(0, I), t in [0, 1]. Both
+parametrisations have c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x holds exactly.
+
+- ``reflow`` (the seed's choice): F is a velocity v and f = x - t·v.
+- ``edm``: the EDM-style scalings for this noising. With s = sigma_data and
+  var(t) = (1-t)²s² + t² the variance of x_t: c_in = 1/√var, c_skip = (1-t)s²/var,
+  c_out = t·s/√var, which keep the network's input and target at unit scale.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SIGMA_DATA = 0.5
+
+
+def noise(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - t)·x0 + t·x1 (t has one entry per sample)."""
+    t = _bcast(t, x0)
+    return (1 - t) * x0 + t * x1
+
+
+def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+
+
+class ConsistencyFunction(nn.Module):
+    def __init__(self, net: nn.Module, parametrization: str = "reflow", sigma_data: float = SIGMA_DATA):
+        super().__init__()
+        self.net, self.parametrization, self.sigma_data = net, parametrization, sigma_data
+
+    def scalings(self, t: torch.Tensor):
+        """(c_skip, c_out, c_in, c_noise) for times t."""
+        if self.parametrization == "reflow":
+            one = torch.ones_like(t)
+            return one, -t, one, t
+        s2 = self.sigma_data**2
+        var = (1 - t) ** 2 * s2 + t**2
+        return (1 - t) * s2 / var, t * self.sigma_data / var.sqrt(), var.rsqrt(), t
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The consistency function f(x_t, t): an estimate of x0."""
+        t = _as_batch(t, x)
+        c_skip, c_out, c_in, c_noise = self.scalings(t)
+        out = self.net(_bcast(c_in, x) * x, c_noise)
+        return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.to(x.dtype)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v(x_t, t) = dx_t/dt of the ReFlow ODE, (x - f)/t; the network itself for `reflow`."""
+        t = _as_batch(t, x)
+        if self.parametrization == "reflow":
+            return self.net(x, t).to(x.dtype)
+        return (x - self(x, t)) / _bcast(t.clamp_min(1e-4), x)
+
+
+def _as_batch(t, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
+    return t.expand(x.shape[0]) if t.dim() == 0 else t

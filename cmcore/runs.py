@@ -1,0 +1,49 @@
+"""The runs in a workspace folder, for the Runs pane and the CLI."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from .checkpoint import read_jsonl
+from .config import TrainConfig
+from .errors import ConfigError
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    name: str
+    method: str
+    step: int
+    max_steps: int
+    last_loss: float | None
+    updated: float
+    has_checkpoint: bool = False
+
+
+def default_workspace() -> Path:
+    return Path(platformdirs.user_data_dir("consistency-studio")) / "runs"
+
+
+def read_run(path: Path) -> RunInfo | None:
+    try:
+        config = TrainConfig.load(path / "config.toml")
+    except ConfigError:
+        return None
+    records = read_jsonl(path / "metrics.jsonl")
+    last = records[-1] if records else {}
+    latest = path / "checkpoints" / "latest"
+    stamps = [p.stat().st_mtime for p in (path / "config.toml", path / "metrics.jsonl", latest) if p.exists()]
+    return RunInfo(path, path.name, config.method, int(last.get("step", 0)), config.max_steps,
+                   last.get("loss"), max(stamps), latest.exists())
+
+
+def list_runs(workspace: str | Path) -> list[RunInfo]:
+    """Runs (folders with a config.toml), newest first."""
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        return []
+    runs = [info for p in workspace.iterdir() if (p / "config.toml").is_file() and (info := read_run(p))]
+    return sorted(runs, key=lambda r: r.updated, reverse=True)

@@ -1,0 +1,299 @@
+"""The Trainer: config + data + device → training steps → events, checkpoints, metrics.
+
+Runs in whatever thread calls `run()`; `request_stop()`, `pause()` and `unpause()` are
+thread-safe flags checked between steps, so a GUI never has to queue anything.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import events
+from .checkpoint import (append_jsonl, atomic_write_bytes, load_checkpoint, save_checkpoint,
+                         truncate_metrics)
+from .config import TrainConfig
+from .devices import resolve_device
+from .errors import CheckpointError, ConfigError, TrainingError
+from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
+from .nets import build_unet, count_parameters
+from .precond import ConsistencyFunction
+from .sampling import sample as run_sampler, to_uint8
+from .schedules import TimePairs, ema_warmup, lr_factor
+
+EventCallback = Callable[[object], None]
+
+
+def build_model(config: TrainConfig, channels: int, resolution: int) -> ConsistencyFunction:
+    return ConsistencyFunction(build_unet(config.model, channels, resolution, config.dropout), config.parametrization)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
+                 on_event: EventCallback | None = None, dataset=None):
+        self.run_dir = Path(run_dir)
+        if config is None:
+            if not resume:
+                raise ConfigError("a new run needs a configuration")
+            config = TrainConfig.load(self.run_dir / "config.toml")
+        self.config = config
+        self.resume = resume
+        self.on_event = on_event or (lambda event: None)
+        self.dataset = dataset
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.step = 0
+
+    # --- thread-safe controls ----------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def unpause(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        c = self.config.validate()
+        self.device = resolve_device(c.device)
+        torch.manual_seed(c.seed)
+        if self.dataset is None:
+            from .data import load_dataset
+
+            self.dataset = load_dataset(c.data, c.resolution, c.channels, c.hflip)
+        self.channels, self.resolution = self.dataset.channels, self.dataset.resolution
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "previews").mkdir(exist_ok=True)
+        if not self.resume:
+            if (self.run_dir / "checkpoints" / "latest").exists():
+                raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new folder")
+            c.save(self.run_dir / "config.toml")
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        import json
+
+        atomic_write_bytes(self.run_dir / "data_report.json", json.dumps(self.dataset.report.to_dict(), indent=1).encode())
+
+        self.model = build_model(c, self.channels, self.resolution).to(self.device)
+        self.teacher = self._load_teacher() if c.teacher and c.method in ("cd", "ct") else None
+        if self.teacher is not None and c.init_from_teacher and not self.resume:
+            self._init_from_teacher()
+        self.target = None
+        if c.method != "flow" and (c.target_ema > 0 or c.curriculum == "sqrt"):
+            self.target = copy.deepcopy(self.model).requires_grad_(False)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        opt_cls = torch.optim.RAdam if c.optimizer == "radam" else torch.optim.Adam
+        self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.use_autocast = self.device.type == "cuda" and c.precision != "fp32"
+        self.amp_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and c.precision == "fp16")
+
+        self.pairs = TimePairs(c)
+        if c.method == "flow":
+            self.loss_fn = FlowLoss(c.flow_weighting)
+        elif c.method == "cd":
+            self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.teacher_solver, distance=c.distance,
+                                                       weighting=c.weighting, huber_c=c.huber_c)
+        else:
+            self.loss_fn = ConsistencyTrainingLoss(c.distance, c.weighting, c.huber_c)
+
+        self.data_gen = torch.Generator().manual_seed(c.seed * 4 + 1)
+        self.noise_gen = torch.Generator().manual_seed(c.seed * 4 + 2)
+        self.time_gen = torch.Generator().manual_seed(c.seed * 4 + 3)
+        self.preview_seed = c.seed + 12345
+        self.elapsed = 0.0
+        self.step = 0
+        if self.resume:
+            self._restore()
+
+    def _load_teacher(self) -> ConsistencyFunction:
+        ckpt = load_checkpoint(self.config.teacher)
+        tc = ckpt.config
+        if tc.method != "flow":
+            raise ConfigError(f"teacher {ckpt.path} is a {tc.method!r} run; a teacher must be a 'flow' run")
+        ch, res = int(ckpt.meta.get("channels", 0)), int(ckpt.meta.get("resolution", 0))
+        if (ch, res) != (self.channels, self.resolution):
+            raise ConfigError(f"teacher was trained on {ch}-channel {res}px images, this data is "
+                              f"{self.channels}-channel {self.resolution}px: match resolution and channels")
+        teacher = build_model(tc, ch, res)
+        teacher.load_state_dict(ckpt.weights.get("ema") or ckpt.weights["model"])
+        return teacher.to(self.device).eval().requires_grad_(False)
+
+    def _init_from_teacher(self) -> None:
+        try:
+            self.model.load_state_dict(self.teacher.state_dict())
+        except RuntimeError:
+            raise ConfigError("init_from_teacher needs the same model size and parametrization as the teacher") from None
+
+    def _restore(self) -> None:
+        try:
+            ckpt = load_checkpoint(self.run_dir)
+        except CheckpointError:
+            raise CheckpointError(f"{self.run_dir} has no checkpoint to resume from") from None
+        self.model.load_state_dict(ckpt.weights["model"])
+        self.ema.load_state_dict(ckpt.weights["ema"])
+        if self.target is not None and "target" in ckpt.weights:
+            self.target.load_state_dict(ckpt.weights["target"])
+        state = ckpt.load_state()
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        for name in ("data_gen", "noise_gen", "time_gen"):
+            getattr(self, name).set_state(state[name])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.elapsed = ckpt.step, float(state["elapsed"])
+        truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _fraction(self) -> float:
+        c = self.config
+        frac = self.step / c.max_steps
+        if c.max_minutes > 0:
+            frac = max(frac, self.elapsed / (60 * c.max_minutes))
+        return min(1.0, frac)
+
+    def run(self) -> int:
+        self._setup()
+        c = self.config
+        self.on_event(events.Started(str(self.run_dir), self.step, c.max_steps, count_parameters(self.model), str(self.device)))
+        reason, last_saved = "max_steps", self.step
+        window_loss, window_count, window_start, window_images = 0.0, 0, time.perf_counter(), 0
+        self.model.train()
+        while self.step < c.max_steps:
+            if not self._running.is_set():
+                self._running.wait()
+                window_start = time.perf_counter()  # the pause is not training time
+            if self._stop.is_set():
+                reason = "stopped"
+                break
+            if c.max_minutes > 0 and self.elapsed >= 60 * c.max_minutes:
+                reason = "max_minutes"
+                break
+            started = time.perf_counter()
+            loss, n, mu, lr = self._train_step()
+            self.elapsed += time.perf_counter() - started
+            self.step += 1
+            window_loss, window_count, window_images = window_loss + loss, window_count + 1, window_images + c.batch_size
+            if self.step % c.log_every == 0 or self.step == c.max_steps:
+                now = time.perf_counter()
+                ips = window_images / max(1e-9, now - window_start)
+                self._log(window_loss / window_count, lr, n, mu, ips)
+                window_loss, window_count, window_start, window_images = 0.0, 0, now, 0
+            if c.preview_every and self.step % c.preview_every == 0:
+                self.preview()
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self.save()
+                last_saved = self.step
+        if self.step != last_saved or not (self.run_dir / "checkpoints" / "latest").exists():
+            self.save()
+        if c.preview_every and self.step % c.preview_every != 0:
+            self.preview()
+        self.on_event(events.Finished(self.step, reason))
+        return self.step
+
+    def _train_step(self) -> tuple[float, int, float, float]:
+        c = self.config
+        k = self._fraction() * c.max_steps
+        n, mu = self.pairs.n(k, c.max_steps), self.pairs.target_ema(k, c.max_steps)
+        lr = c.lr * lr_factor(self.step, c.warmup_steps, self._fraction(), c.lr_min_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x0 = self.dataset.sample_batch(c.batch_size, self.data_gen).to(self.device)
+        x1 = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+        try:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_autocast):
+                if c.method == "flow":
+                    t = torch.rand(c.batch_size, generator=self.time_gen).to(self.device)
+                    loss = self.loss_fn(self.model, x0, x1, t).mean()
+                else:
+                    t, r = self.pairs.sample(n, c.batch_size, self.time_gen)
+                    target = self.target if self.target is not None else self.model
+                    loss = self.loss_fn(self.model, target, x0, x1, t.to(self.device), r.to(self.device)).mean()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(f"the loss became {value} at step {self.step + 1}: lower the learning rate "
+                                    f"(now {c.lr:g}) or use fp32; the last good checkpoint is kept")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if c.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        except torch.OutOfMemoryError:
+            raise TrainingError(f"out of memory at step {self.step + 1}: lower the batch size, "
+                                "the model size or the resolution") from None
+        if self.target is not None:
+            ema_update(self.target, self.model, mu)
+        ema_update(self.ema, self.model, ema_warmup(c.ema_eval, self.step))
+        return value, n, mu, lr
+
+    def _log(self, loss: float, lr: float, n: int, mu: float, ips: float) -> None:
+        c = self.config
+        record = {"step": self.step, "loss": loss, "lr": lr, "n": n, "mu": mu, "images_per_s": round(ips, 2),
+                  "wall": round(self.elapsed, 3)}
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        steps_per_s = ips / c.batch_size
+        remaining = (c.max_steps - self.step) / steps_per_s if steps_per_s > 0 else None
+        if c.max_minutes > 0:
+            time_left = max(0.0, 60 * c.max_minutes - self.elapsed)
+            remaining = time_left if remaining is None else min(remaining, time_left)
+        self.on_event(events.Progress(self.step, c.max_steps, loss, lr, n, mu, ips, self.elapsed, remaining))
+
+    # --- previews and checkpoints ----------------------------------------------------------------
+    def preview_steps(self) -> tuple[tuple[int, str], ...]:
+        if self.config.method == "flow":
+            return ((1, "ode_euler"), (16, "ode_euler"))
+        return ((1, "multistep"), (4, "multistep"))
+
+    @torch.no_grad()
+    def preview(self) -> None:
+        from .export import make_grid, save_png
+
+        grids = {}
+        shape = (self.config.preview_count, self.channels, self.resolution, self.resolution)
+        for steps, sampler in self.preview_steps():
+            x = run_sampler(self.ema, shape, steps, self.preview_seed, sampler, self.device)
+            grids[steps] = make_grid(to_uint8(x))
+            save_png(self.run_dir / "previews" / f"step_{self.step:07d}_{steps}steps.png", grids[steps],
+                     {"step": str(self.step), "steps": str(steps), "sampler": sampler})
+        self.on_event(events.Preview(self.step, grids))
+
+    def save(self) -> Path:
+        weights = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
+        if self.target is not None:  # with μ = 0 the target is the model itself
+            weights["target"] = self.target.state_dict()
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "data_gen": self.data_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
+                 "time_gen": self.time_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "elapsed": torch.tensor(self.elapsed, dtype=torch.float64)}
+        path = save_checkpoint(self.run_dir, self.step, self.config, weights, state,
+                               {"channels": self.channels, "resolution": self.resolution,
+                                "num_params": count_parameters(self.model)})
+        self.on_event(events.CheckpointSaved(self.step, str(path)))
+        return path

@@ -1,0 +1,47 @@
+"""The command line: exit codes, one-line errors, files written."""
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from cmcore.cli import main
+
+
+def test_train_sample_info(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", "demo", "--method", "ct", "--out", str(out), "--resolution", "16",
+                 "--batch-size", "4", "--max-steps", "4", "--device", "cpu", "--quiet"])
+    assert code == 0
+    assert main(["sample", str(out), "--steps", "2", "--num", "3", "--seed", "5", "--out", str(tmp_path / "s"),
+                 "--grid", str(tmp_path / "grid.png")]) == 0
+    files = sorted((tmp_path / "s").glob("*.png"))
+    assert len(files) == 3
+    with Image.open(files[0]) as im:
+        assert im.size == (16, 16) and im.text["steps"] == "2" and im.text["seed"] == "5"
+    assert (tmp_path / "grid.png").is_file()
+    assert main(["info", str(out)]) == 0
+    assert "method     : ct" in capsys.readouterr().out
+    # resume to a later step
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "6", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--data", "/no/such/folder", "--out", "{tmp}/r", "--max-steps", "1"], "/no/such/folder"),
+    (["train", "--data", "demo", "--method", "cd", "--out", "{tmp}/r"], "teacher"),
+    (["train", "--data", "demo", "--out", "{tmp}/r", "--resolution", "12"], "resolution"),
+    (["sample", "{tmp}/nothing", "--out", "{tmp}/s"], "does not exist"),
+    (["info", "{tmp}"], "no checkpoint"),
+])
+def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_module_entry_point_has_help():
+    result = subprocess.run([sys.executable, "-m", "cmcore", "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--max-minutes" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "cmcore", "bogus"], capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr

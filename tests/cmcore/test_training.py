@@ -1,0 +1,192 @@
+"""Short trainings of every method, resume, checkpoints and stops."""
+import json
+import math
+import threading
+
+import pytest
+import torch
+
+from cmcore import events
+from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
+from cmcore.errors import CheckpointError, ConfigError, TrainingError
+from cmcore.generator import load_generator
+from cmcore.training import Trainer
+
+
+def run(config, path, **kw):
+    seen = []
+    step = Trainer(config, path, on_event=seen.append, **kw).run()
+    return step, seen
+
+
+@pytest.mark.parametrize("method", ["flow", "ct"])
+def test_smoke_training_writes_a_complete_run(method, small_config, tmp_path):
+    step, seen = run(small_config.replace(method=method), tmp_path / method)
+    assert step == 12
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[0] == "Started" and kinds[-1] == "Finished"
+    assert {"Progress", "Preview", "CheckpointSaved"} <= set(kinds)
+    run_dir = tmp_path / method
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(2, 13, 2))
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+    assert set(metrics[0]) >= {"step", "loss", "lr", "n", "mu", "images_per_s", "wall"}
+    assert (run_dir / "config.toml").is_file() and (run_dir / "data_report.json").is_file()
+    assert sorted(p.name for p in (run_dir / "previews").iterdir())
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt.step == 12 and ckpt.config.method == method
+    assert {"model", "ema"} <= set(ckpt.weights)
+    images = load_generator(run_dir).sample(3, 2, seed=1)
+    assert images.shape == (3, 16, 16, 3) and images.dtype.name == "uint8"
+
+
+def test_cd_from_a_flow_teacher(small_config, tmp_path):
+    run(small_config.replace(method="flow"), tmp_path / "teacher")
+    step, seen = run(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd")
+    assert step == 12
+    losses = [e.loss for e in seen if isinstance(e, events.Progress)]
+    assert all(math.isfinite(v) for v in losses)
+    # The student starts from the teacher's weights.
+    teacher = load_checkpoint(tmp_path / "teacher").weights["ema"]
+    student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd2")
+    student._setup()
+    name = "net.stem.weight"
+    assert torch.equal(student.model.state_dict()[name], teacher[name])
+
+
+def test_cd_rejects_a_consistency_run_as_teacher(small_config, tmp_path):
+    run(small_config.replace(method="ct"), tmp_path / "ct")
+    with pytest.raises(ConfigError, match="flow"):
+        Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "ct")), tmp_path / "cd").run()
+
+
+def test_resume_continues_exactly(small_config, tmp_path):
+    config = small_config.replace(method="ct", max_steps=16, checkpoint_every=100, dropout=0.1, hflip=True)
+    run(config, tmp_path / "straight")
+
+    trainer = Trainer(config, tmp_path / "split", on_event=lambda e: isinstance(e, events.Progress)
+                      and e.step == 6 and trainer.request_stop())
+    assert trainer.run() == 6
+    assert Trainer(None, tmp_path / "split", resume=True).run() == 16
+
+    def metrics(name):
+        return [{k: v for k, v in m.items() if k not in ("images_per_s", "wall")}
+                for m in read_jsonl(tmp_path / name / "metrics.jsonl")]
+
+    assert metrics("split") == metrics("straight")
+    a, b = load_checkpoint(tmp_path / "split").weights, load_checkpoint(tmp_path / "straight").weights
+    for group in ("model", "ema"):
+        for key in a[group]:
+            assert torch.equal(a[group][key], b[group][key]), (group, key)
+
+
+def test_resume_drops_metrics_logged_after_the_last_checkpoint(small_config, tmp_path):
+    run(small_config.replace(checkpoint_every=6, max_steps=12), tmp_path / "r")
+    ckpt_dir = tmp_path / "r" / "checkpoints"
+    (ckpt_dir / "latest").write_text("step_0000006")  # as if the process died after step 6's checkpoint
+    for p in ckpt_dir.glob("step_0000012*"):
+        p.unlink()
+    Trainer(None, tmp_path / "r", resume=True).run()
+    steps = [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 12
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_config, tmp_path, monkeypatch):
+    config = small_config.replace(max_steps=20, checkpoint_every=4)
+    trainer = Trainer(config, tmp_path / "nan")
+    original = trainer._train_step
+
+    def poisoned():
+        if trainer.step == 9:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+        return original()
+
+    monkeypatch.setattr(trainer, "_train_step", poisoned)
+    with pytest.raises(TrainingError, match="step 10"):
+        trainer.run()
+    ckpt = load_checkpoint(tmp_path / "nan")
+    assert ckpt.step == 8
+    assert all(torch.isfinite(v).all() for v in ckpt.weights["model"].values())
+
+
+def test_stop_from_another_thread_saves_a_checkpoint(small_config, tmp_path):
+    config = small_config.replace(max_steps=10_000, checkpoint_every=0, preview_every=0)
+    trainer = Trainer(config, tmp_path / "stop")
+    started = threading.Event()
+    thread = threading.Thread(target=trainer.run)
+    trainer.on_event = lambda e: isinstance(e, events.Progress) and started.set()
+    thread.start()
+    assert started.wait(60)
+    trainer.pause()
+    assert trainer.paused
+    trainer.request_stop()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert load_checkpoint(tmp_path / "stop").step == trainer.step < 10_000
+
+
+def test_max_minutes_ends_the_run(small_config, tmp_path):
+    step, seen = run(small_config.replace(max_steps=10**6, max_minutes=0.02, preview_every=0, checkpoint_every=0),
+                     tmp_path / "timed")
+    assert seen[-1].reason == "max_minutes" and 0 < step < 10**6
+
+
+def test_new_run_refuses_a_folder_with_a_run(small_config, tmp_path):
+    run(small_config, tmp_path / "r")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(small_config, tmp_path / "r").run()
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+def test_checkpoint_write_is_atomic(small_config, tmp_path, monkeypatch):
+    """A crash while writing the next checkpoint leaves the previous one intact and loadable."""
+    import cmcore.checkpoint as ck
+
+    trainer = Trainer(small_config.replace(max_steps=6, checkpoint_every=6), tmp_path / "a")
+    trainer.run()
+    before = find_checkpoint(tmp_path / "a")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(ck, "save_file", lambda tensors, path, metadata=None: (open(path, "wb").write(b"partial"), crash()))
+    trainer.step = 7
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    assert find_checkpoint(tmp_path / "a") == before
+    assert load_checkpoint(tmp_path / "a").step == 6
+    assert not list((tmp_path / "a" / "checkpoints").glob("*.tmp"))
+
+
+def test_corrupt_and_foreign_checkpoints_give_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not a Consistency Studio checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_training_state_loads_with_weights_only(small_config, tmp_path):
+    run(small_config.replace(max_steps=4), tmp_path / "w")
+    state = load_checkpoint(tmp_path / "w").load_state()  # torch.load(weights_only=True) inside
+    assert {"optimizer", "data_gen", "noise_gen", "time_gen", "torch_rng", "elapsed"} <= set(state)
+
+
+def test_config_round_trips_through_toml(small_config, tmp_path):
+    from cmcore.config import TrainConfig
+
+    path = tmp_path / "c.toml"
+    small_config.replace(lr=3e-4, hflip=True).save(path)
+    assert TrainConfig.load(path) == small_config.replace(lr=3e-4, hflip=True)
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        TrainConfig.from_toml("[train]\nlearning_rate = 1\n")
+    with pytest.raises(ConfigError, match="distance"):
+        TrainConfig(distance="cosine").validate()
