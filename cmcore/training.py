@@ -52,6 +52,7 @@ class Trainer:
             config = TrainConfig.load(self.run_dir / "config.toml")
         self.config = config
         self.resume = resume
+        self._config_given = config is not None
         self.on_event = on_event or (lambda event: None)
         self.dataset = dataset
         self._stop = threading.Event()
@@ -93,8 +94,9 @@ class Trainer:
         if not self.resume:
             if (self.run_dir / "checkpoints" / "latest").exists():
                 raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new folder")
-            c.save(self.run_dir / "config.toml")
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
+            c.save(self.run_dir / "config.toml")
         import json
 
         atomic_write_bytes(self.run_dir / "data_report.json", json.dumps(self.dataset.report.to_dict(), indent=1).encode())

@@ -1,0 +1,42 @@
+"""Writing the gallery's images to disk (run in a worker thread). Every path goes
+through cmcore.export.unique_path: an existing file is never overwritten."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .sampling import SampleResult, run_trajectory
+
+
+def _stem(result: SampleResult) -> str:
+    r = result.request
+    return f"{result.run_name}_step{result.step}_{r.sampler}{r.steps}_seed{r.seed}"
+
+
+def export_images(result: SampleResult, indices: list[int], folder: Path) -> list[Path]:
+    from cmcore.export import save_png, unique_path
+
+    paths = []
+    for i in indices:
+        path = unique_path(Path(folder) / f"{_stem(result)}_{i:03d}.png")
+        paths.append(save_png(path, result.images[i], result.metadata(i)))
+    return paths
+
+
+def export_grid(result: SampleResult, folder: Path) -> list[Path]:
+    from cmcore.export import make_grid, save_png, unique_path
+
+    path = unique_path(Path(folder) / f"{_stem(result)}_grid.png")
+    return [save_png(path, make_grid(result.images), result.metadata())]
+
+
+def export_gif(result: SampleResult, folder: Path, duration_ms: int = 400) -> list[Path]:
+    """Animated GIF of the multistep refinement, one frame per sampling step (at least 4)."""
+    from dataclasses import replace
+
+    from cmcore.export import save_gif, unique_path
+
+    request = replace(result.request, steps=max(result.request.steps, 4), sampler="multistep")
+    frames = run_trajectory(request)
+    path = unique_path(Path(folder) / f"{result.run_name}_step{result.step}_multistep{request.steps}"
+                                      f"_seed{request.seed}_refinement.gif")
+    return [save_gif(path, frames + [frames[-1]] * 2, duration_ms)]  # hold the final image

@@ -1,0 +1,340 @@
+"""Gallery pane: sample any run or checkpoint; the steps slider re-samples at once.
+
+Sampling runs through a LatestOnly runner: while one batch is being sampled, further
+requests replace each other, so dragging the slider never queues up stale work.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout,
+                               QWidget)
+
+from .. import dialogs, settings
+from ..errors import ErrorInfo
+from ..exporting import export_gif, export_grid, export_images
+from ..icons import icon_button
+from ..sampling import STRIP_STEPS, SampleRequest, SampleResult, run_sample
+from ..widgets.image_dialog import ImageDialog
+from ..widgets.images import ImageGrid, ImageLabel
+from ..workers import LatestOnly
+from .common import card, muted, pane_layout, row
+
+MAX_STEPS = 16
+SAMPLERS = [("multistep", "Multistep"), ("ode", "ODE (Euler)")]
+
+
+class GalleryPane(QWidget):
+    result_shown = Signal(object)  # SampleResult
+    status_message = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.source: str | None = None
+        self.device = "cpu"
+        self.result: SampleResult | None = None
+        self.exported: list[Path] = []
+        self.last_error: ErrorInfo | None = None
+        self._strip_key: tuple | None = None
+        self._auto_sampler_for: str | None = None
+
+        layout = pane_layout(self, "Gallery", "sample a trained model; drag the steps slider")
+
+        self.run_box = QComboBox()
+        self.run_box.setMinimumWidth(280)
+        self.run_box.setPlaceholderText("choose a run")
+        self.open_button = icon_button("folder", "Open checkpoint…")
+        self.info = muted("")
+        self.steps = QSlider(Qt.Orientation.Horizontal)
+        self.steps.setRange(1, MAX_STEPS)
+        self.steps.setValue(1)
+        self.steps.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.steps.setTickInterval(1)
+        self.steps.setPageStep(1)
+        self.steps.setMinimumWidth(160)
+        self.steps_label = QLabel("1 step")
+        self.steps_label.setMinimumWidth(60)
+        self.sampler = QComboBox()
+        for key, label in SAMPLERS:
+            self.sampler.addItem(label, key)
+        self.sampler.setToolTip("Multistep: the consistency sampler (denoise, add noise, denoise…).\n"
+                                "ODE: integrate the probability-flow ODE, the way flow teachers sample.")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setMinimumWidth(100)
+        self.new_seed = icon_button("dice", "New seed")
+        self.count = QSpinBox()
+        self.count.setRange(1, 256)
+        self.count.setValue(int(settings.get("gallery/count", 16)))
+        self.busy = muted("")
+
+        source_card, sc = card()
+        sc.addLayout(row(muted("Model"), self.run_box, self.open_button, 12, self.info, None, self.busy))
+        sc.addLayout(row(muted("Steps"), self.steps, self.steps_label, 16, muted("Sampler"), self.sampler, 16,
+                         muted("Seed"), self.seed, self.new_seed, 16, muted("Images"), self.count, None))
+        layout.addWidget(source_card)
+
+        self.grid = ImageGrid(tile_size=112, checkable=True)
+        self.grid.tile_clicked.connect(self._enlarge)
+        layout.addWidget(self.grid, 1)
+
+        # the same noise at 1, 2, 4, 8 steps, side by side
+        strip_box, strip_outer = card()
+        strip_outer.addWidget(muted("Same starting noise as image #1, sampled with 1, 2, 4 and 8 steps (click to enlarge)"))
+        strip = QHBoxLayout()
+        strip_outer.addLayout(strip)
+        self.strip_labels: dict[int, ImageLabel] = {}
+        for s in STRIP_STEPS:
+            column = QVBoxLayout()
+            picture = ImageLabel(min_size=88)
+            picture.setMaximumSize(120, 120)
+            picture.setCursor(Qt.CursorShape.PointingHandCursor)
+            picture.clicked.connect(lambda s=s: self._enlarge_strip(s))
+            column.addWidget(picture)
+            caption = muted(f"{s} step" + ("s" if s > 1 else ""))
+            caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            column.addWidget(caption)
+            strip.addLayout(column)
+            self.strip_labels[s] = picture
+        strip.addStretch(1)
+        layout.addWidget(strip_box)
+
+        self.select_all = QPushButton("Select all")
+        self.select_none = QPushButton("Select none")
+        self.export_selected = icon_button("export", "Export selected")
+        self.export_all = icon_button("export", "Export all")
+        self.export_grid_button = icon_button("grid", "Export grid")
+        self.export_gif_button = icon_button("film", "Export GIF")
+        self.export_gif_button.setToolTip("Animated GIF of the multistep refinement (the seed's images)")
+        self.export_folder_label = muted("")
+        self.export_folder_label.setMaximumWidth(520)
+        self.change_folder = icon_button("folder", "Export to…")
+        self.open_export = icon_button("open-external", "")
+        self.open_export.setToolTip("Open the export folder")
+        export_card, ec = card()
+        ec.addLayout(row(self.select_all, self.select_none, 12, self.export_selected, self.export_all,
+                         self.export_grid_button, self.export_gif_button, None, self.change_folder,
+                         self.open_export))
+        ec.addLayout(row(None, self.export_folder_label))
+        layout.addWidget(export_card)
+
+        self.sampling = LatestOnly("gallery sampling", self)
+        self.sampling.result.connect(self._on_result)
+        self.sampling.failed.connect(self._on_failed)
+        self.sampling.busy_changed.connect(self._on_busy)
+        self.exporting = LatestOnly("gallery export", self)
+        self.exporting.result.connect(self._on_exported)
+        self.exporting.failed.connect(self._on_failed)
+        self.exporting.busy_changed.connect(self._update_buttons)
+
+        # a 30 ms debounce merges the burst of signals from one slider drag gesture
+        self._resample_timer = QTimer(self)
+        self._resample_timer.setSingleShot(True)
+        self._resample_timer.setInterval(30)
+        self._resample_timer.timeout.connect(self.resample)
+
+        self.run_box.activated.connect(self._run_chosen)
+        self.open_button.clicked.connect(self._open_checkpoint)
+        self.steps.valueChanged.connect(self._steps_changed)
+        self.sampler.currentIndexChanged.connect(self._schedule)
+        self.seed.valueChanged.connect(self._schedule)
+        self.count.valueChanged.connect(self._schedule)
+        self.new_seed.clicked.connect(self.roll_seed)
+        self.select_all.clicked.connect(lambda: self.grid.set_all_selected(True))
+        self.select_none.clicked.connect(lambda: self.grid.set_all_selected(False))
+        self.grid.selection_changed.connect(self._update_buttons)
+        self.export_selected.clicked.connect(lambda: self.export("selected"))
+        self.export_all.clicked.connect(lambda: self.export("all"))
+        self.export_grid_button.clicked.connect(lambda: self.export("grid"))
+        self.export_gif_button.clicked.connect(lambda: self.export("gif"))
+        self.change_folder.clicked.connect(self._choose_export_folder)
+        self.open_export.clicked.connect(self._open_export_folder)
+        self._update_buttons()
+
+    # --- sources ---------------------------------------------------------------------------------
+    def set_runs(self, runs: list) -> None:
+        if self.source and not Path(self.source).exists():
+            self.clear()  # the run was deleted
+        current = self.source
+        self.run_box.blockSignals(True)
+        self.run_box.clear()
+        for r in runs:
+            if getattr(r, "has_checkpoint", True):
+                self.run_box.addItem(f"{r.name}  ·  {r.method.upper()}  ·  step {r.step:,}", str(r.path))
+        self.run_box.setCurrentIndex(self.run_box.findData(current) if current else -1)
+        self.run_box.blockSignals(False)
+
+    def open_source(self, path: str | Path) -> None:
+        """Show a run directory or checkpoint file (a newer checkpoint is picked up)."""
+        self.source = str(path)
+        index = self.run_box.findData(self.source)
+        if index >= 0:
+            self.run_box.setCurrentIndex(index)
+        self._strip_key = None
+        self.info.setText(f"Loading {Path(self.source).name}…")
+        self.resample()
+
+    def clear(self) -> None:
+        self.source, self.result, self._strip_key = None, None, None
+        self.grid.set_images([])
+        for picture in self.strip_labels.values():
+            picture.set_image(None)
+        self.info.setText("")
+        self.busy.setText("")
+        self._update_buttons()
+
+    def _run_chosen(self, index: int) -> None:
+        path = self.run_box.itemData(index)
+        if path:
+            self.open_source(path)
+
+    def _open_checkpoint(self) -> None:
+        path = dialogs.pick_open_file(self, "Open a checkpoint", self.source or "",
+                                      "Checkpoints (*.safetensors);;All files (*)")
+        if path:
+            self.open_source(path)
+
+    # --- sampling ----------------------------------------------------------------------------------
+    def request(self) -> SampleRequest | None:
+        if not self.source:
+            return None
+        sampler = self.sampler.currentData()
+        key = (self.source, self.seed.value(), sampler)
+        return SampleRequest(self.source, self.device, self.count.value(), self.steps.value(), self.seed.value(),
+                             sampler, strip=key != self._strip_key)
+
+    def resample(self) -> None:
+        self._resample_timer.stop()
+        request = self.request()
+        if request is not None:
+            self.sampling.submit(run_sample, request, context="Sampling")
+
+    def _schedule(self) -> None:
+        settings.set("gallery/count", self.count.value())
+        self._resample_timer.start()
+
+    def _steps_changed(self, value: int) -> None:
+        self.steps_label.setText(f"{value} step" + ("s" if value > 1 else ""))
+        self._resample_timer.start()
+
+    def roll_seed(self) -> None:
+        self.seed.setValue(random.randrange(0, 2**31 - 1))
+
+    def _on_result(self, result: SampleResult) -> None:
+        r = result.request
+        if result.method == "flow" and r.sampler == "multistep" and self._auto_sampler_for != r.source:
+            # a flow teacher is sampled by integrating its ODE; multistep is for consistency models
+            self._auto_sampler_for = r.source
+            self.sampler.setCurrentIndex(self.sampler.findData("ode"))
+            self.steps.setValue(max(self.steps.value(), 8))
+        self.result, self.last_error = result, None
+        if result.strip is not None:
+            self._strip_key = (r.source, r.seed, r.sampler)
+            for s, picture in self.strip_labels.items():
+                picture.set_image(result.strip.get(s))
+        self.grid.set_images(result.images, [f"#{i + 1}" for i in range(len(result.images))])
+        self.info.setText(f"{result.run_name} · {result.method.upper()} · step {result.step:,} · "
+                          f"{result.resolution} px")
+        self.busy.setText(f"{r.count} images, {r.steps} step(s), {result.seconds:.2f} s")
+        if not settings.get_str("gallery/export_dir"):
+            self._show_export_folder(self.export_folder())
+        self._update_buttons()
+        self.result_shown.emit(result)
+
+    def _on_failed(self, info: ErrorInfo) -> None:
+        self.last_error = info
+        self.busy.setText("")
+        dialogs.show_error(self, info)
+
+    def _on_busy(self, busy: bool) -> None:
+        if busy:
+            self.busy.setText("Sampling…")
+        self._update_buttons()
+
+    # --- enlarge -----------------------------------------------------------------------------------
+    def _enlarge(self, index: int) -> None:
+        if self.result is None:
+            return
+        r = self.result.request
+        caption = (f"{self.result.run_name}, image #{index + 1}\nstep {self.result.step:,} · {r.sampler} · "
+                   f"{r.steps} step(s) · seed {r.seed}")
+        ImageDialog(self.result.images[index], caption, self).show()
+
+    def _enlarge_strip(self, steps: int) -> None:
+        if self.result is not None and self.result.strip:
+            r = self.result.request
+            ImageDialog(self.result.strip[steps], f"{self.result.run_name}\nSame noise (seed {r.seed}) at "
+                                                  f"{steps} step(s)", self).show()
+
+    # --- export ------------------------------------------------------------------------------------
+    def export_folder(self) -> Path:
+        chosen = settings.get_str("gallery/export_dir")
+        if chosen:
+            return Path(chosen)
+        if self.result is not None:
+            checkpoint = Path(self.result.checkpoint)
+            run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+            return run_dir / "exports"
+        return Path.home()
+
+    def export(self, what: str, folder: Path | None = None) -> bool:
+        """what: selected | all | grid | gif. Runs in the background; False if nothing to do."""
+        if self.result is None or self.exporting.busy:
+            return False
+        folder = Path(folder) if folder else self.export_folder()
+        result = self.result
+        if what == "selected":
+            indices = self.grid.selected_indices()
+            if not indices:
+                dialogs.show_info(self, "Nothing selected", "Tick the images to export, or use Export all.")
+                return False
+            self.exporting.submit(export_images, result, indices, folder, context="Export")
+        elif what == "all":
+            self.exporting.submit(export_images, result, list(range(len(result.images))), folder, context="Export")
+        elif what == "grid":
+            self.exporting.submit(export_grid, result, folder, context="Export")
+        elif what == "gif":
+            self.exporting.submit(export_gif, result, folder, context="Export")
+        else:
+            raise ValueError(what)
+        self.busy.setText("Exporting…")
+        return True
+
+    def _on_exported(self, paths: list[Path]) -> None:
+        self.exported = list(paths)
+        where = paths[0].parent if paths else ""
+        text = f"Exported {len(paths)} file(s) to {where}"
+        self.busy.setText(text)
+        self.status_message.emit(text)
+
+    def _choose_export_folder(self) -> None:
+        path = dialogs.pick_folder(self, "Export images to", str(self.export_folder()))
+        if path:
+            settings.set("gallery/export_dir", path)
+            self._show_export_folder(Path(path))
+
+    def _show_export_folder(self, folder: Path) -> None:
+        text = f"→ {folder}"
+        metrics = self.export_folder_label.fontMetrics()
+        self.export_folder_label.setText(metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, 520))
+        self.export_folder_label.setToolTip(str(folder))
+
+    def _open_export_folder(self) -> None:
+        folder = self.export_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def _update_buttons(self, *_args) -> None:
+        have = self.result is not None and not self.exporting.busy
+        for b in (self.export_all, self.export_grid_button, self.export_gif_button, self.select_all,
+                  self.select_none):
+            b.setEnabled(have)
+        self.export_selected.setEnabled(have and bool(self.grid.selected_indices()))
+
+    def shutdown(self) -> None:
+        self._resample_timer.stop()
+        self.sampling.shutdown()
+        self.exporting.shutdown()

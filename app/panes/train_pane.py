@@ -1,0 +1,432 @@
+"""Train pane: settings on the left; controls, live loss plot and previews on the right.
+
+The TrainingWorker runs the engine in its own QThread. Pause/stop call the worker's
+methods directly (the engine's flags are thread-safe), never through queued slots, so
+they act even while the worker thread is busy in a training step.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from cmcore.config import TrainConfig
+
+from .. import dialogs, presets, settings
+from ..errors import ErrorInfo, describe
+from ..icons import icon_button
+from ..widgets.previews import PreviewPanel
+from ..workers import TrainingWorker, start_worker
+from .common import card, muted, pane_layout, row
+from .train_form import TrainForm
+
+if TYPE_CHECKING:
+    from ..widgets.loss_plot import LossPlot
+
+log = logging.getLogger(__name__)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def new_run_dir(workspace: Path, method: str) -> Path:
+    base = Path(workspace) / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, i = base, 1
+    while candidate.exists():  # never reuse a folder: a run dir belongs to one run
+        candidate = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return candidate
+
+
+class TrainPane(QWidget):
+    running_changed = Signal(bool)
+    run_finished = Signal(str, str)  # run dir, reason ("" when it failed)
+    status_message = Signal(str)
+
+    def __init__(self, workspace: Path, data_pane: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.workspace = Path(workspace)
+        self.data_pane = data_pane
+        self.worker: TrainingWorker | None = None
+        self._thread = None
+        self.run_dir: Path | None = None
+        self.last_run: tuple[Path, str] | None = None  # (run dir, finish reason) of the previous run
+        self.last_error: ErrorInfo | None = None
+        self.step = 0
+        self.max_steps = 0
+        self._finish_reason = ""
+        self._engine_ready = False
+
+        layout = pane_layout(self, "Train", "click Start; watch the loss and previews")
+
+        # left: presets + form
+        self.form = TrainForm()
+        self.preset_box = QComboBox()
+        self.preset_box.setToolTip("Training presets (TOML, same format as a run's config.toml)")
+        self.load_preset_button = QPushButton("Apply")
+        self.save_preset_button = icon_button("save", "Save…")
+        self.save_preset_button.setToolTip("Save these settings as a preset")
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 8, 0)
+        left_layout.addLayout(row(muted("Preset"), self.preset_box, self.load_preset_button, self.save_preset_button))
+        left_layout.addWidget(self.form)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(360)
+
+        # right: controls, progress, plot, previews
+        self.start_button = icon_button("play", "Start training", "#ffffff")
+        self.start_button.setObjectName("primary")
+        self.pause_button = icon_button("pause", "Pause")
+        self.resume_button = icon_button("play", "Resume")
+        self.resume_button.setToolTip("Continue a paused run, or the last stopped run from its checkpoint")
+        self.stop_button = icon_button("stop", "Stop")
+        self.stop_button.setToolTip("Finish the current step, save a checkpoint and stop")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.progress.setValue(0)
+        self.status = muted("Idle")
+        self.run_label = muted("")
+        controls_card, controls = card()
+        controls.addLayout(row(self.start_button, self.pause_button, self.resume_button, self.stop_button, 12,
+                               self.progress))
+        controls.addLayout(row(self.status, None, self.run_label))
+
+        # the plot (pyqtgraph, ~0.5 s to import) is built just after the window is shown
+        self._plot: LossPlot | None = None
+        self._plot_slot = QWidget()
+        self.previews = PreviewPanel()
+        right_split = QSplitter(Qt.Orientation.Vertical)
+        right_split.addWidget(self._plot_slot)
+        right_split.addWidget(self.previews)
+        self._right_split = right_split
+        right_split.setStretchFactor(0, 3)
+        right_split.setStretchFactor(1, 2)
+        right_split.setSizes([460, 300])
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(8, 0, 0, 0)
+        right_layout.addWidget(controls_card)
+        right_layout.addWidget(right_split, 1)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([380, 900])
+        layout.addWidget(split, 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button.clicked.connect(self.resume_clicked)
+        self.stop_button.clicked.connect(self.stop)
+        self.load_preset_button.clicked.connect(self.apply_selected_preset)
+        self.save_preset_button.clicked.connect(self.save_preset)
+        self.form.browse_teacher.connect(self._browse_teacher)
+        self.form.widgets["resolution"].valueChanged.connect(self._resolution_changed)
+        data_pane.resolution_changed.connect(self._data_resolution_changed)
+        self.fill_presets()
+        self._restore()
+        self.form.widgets["resolution"].setValue(data_pane.resolution.value())
+        self._set_state("idle")
+
+    @property
+    def plot(self) -> LossPlot:
+        if self._plot is None:
+            from ..widgets.loss_plot import LossPlot  # noqa: F811 - deferred: pyqtgraph is slow to import
+
+            self._plot = LossPlot()
+            self._right_split.replaceWidget(0, self._plot)
+            self._plot_slot.deleteLater()
+        return self._plot
+
+    # --- state -----------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def paused(self) -> bool:
+        return self._state == "paused"
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        busy = state in ("running", "paused", "stopping", "starting")
+        self.start_button.setEnabled(not busy and self._engine_ready)
+        self.pause_button.setEnabled(state == "running")
+        can_continue = bool(self.last_run and self.last_run[1] in ("stopped", "max_minutes"))
+        self.resume_button.setEnabled(state == "paused" or (state == "idle" and can_continue and self._engine_ready))
+        self.stop_button.setEnabled(state in ("running", "paused", "starting"))
+        self.form.setEnabled(not busy)
+        for w in (self.preset_box, self.load_preset_button):
+            w.setEnabled(not busy)
+
+    # --- starting --------------------------------------------------------------------------------
+    def current_config(self) -> TrainConfig:
+        dp = self.data_pane
+        return self.form.config(TrainConfig(), data=dp.spec, channels=dp.channel_choice, hflip=dp.hflip.isChecked())
+
+    def start(self) -> bool:
+        """Start a new run with the form's settings; False (and a message) if it cannot."""
+        if self.running:
+            return False
+        try:
+            config = self.current_config().validate()
+            if not config.data:
+                from cmcore import ConfigError
+
+                raise ConfigError("no data chosen: pick a folder, the demo data or a torchvision set in the Data pane")
+        except Exception as exc:  # noqa: BLE001 - ConfigError; shown, never raised into Qt
+            self._fail_now(exc)
+            return False
+        self.remember_settings()
+        run_dir = new_run_dir(self.workspace, config.method)
+        self.plot.clear()
+        self.previews.clear()
+        self._launch(TrainingWorker(config, run_dir, dataset=self.data_pane.dataset_for(config)), run_dir, config.max_steps)
+        return True
+
+    def resume_run(self, run_dir: Path | str) -> bool:
+        """Continue a run from its last checkpoint (a finished run is extended by its own length)."""
+        if self.running:
+            dialogs.show_info(self, "Training is running", "Stop the current run before resuming another.")
+            return False
+        run_dir = Path(run_dir)
+        try:
+            config = TrainConfig.load(run_dir / "config.toml")
+            extended = self._extend_if_complete(run_dir, config)
+            if extended is None:
+                return False
+            if extended is not config:
+                config = extended
+                config.save(run_dir / "config.toml")  # the run's record must say what it trains to
+        except Exception as exc:  # noqa: BLE001
+            self._fail_now(exc, "Resuming")
+            return False
+        self.previews.clear()
+        self.plot.clear()
+        self._launch(TrainingWorker(None, run_dir, resume=True), run_dir, config.max_steps)
+        return True
+
+    def _extend_if_complete(self, run_dir: Path, config: TrainConfig) -> TrainConfig | None:
+        """`config`, or a longer one if the run already reached its step or time limit and
+        the person agrees to go on; None if they do not."""
+        from ..workers import read_metrics
+
+        history = read_metrics(run_dir / "metrics.jsonl")
+        step = int(history["step"][-1]) if history is not None else 0
+        wall = float(history["wall"][-1]) if history is not None else 0.0
+        if step >= config.max_steps:
+            if not dialogs.confirm(self, "Run is complete", f"{run_dir.name} reached its {config.max_steps:,} "
+                                   f"steps.\nTrain {config.max_steps:,} more steps?", ok="Train more"):
+                return None
+            return config.replace(max_steps=step + config.max_steps)
+        if config.max_minutes > 0 and wall >= 60 * config.max_minutes - 1:
+            if not dialogs.confirm(self, "Time limit reached", f"{run_dir.name} used its {config.max_minutes:g} "
+                                   f"minutes.\nTrain {config.max_minutes:g} more minutes?", ok="Train more"):
+                return None
+            return config.replace(max_minutes=wall / 60 + config.max_minutes)
+        return config
+
+    def _launch(self, worker: TrainingWorker, run_dir: Path, max_steps: int) -> None:
+        self.worker, self.run_dir, self.last_error = worker, run_dir, None
+        self.step, self.max_steps, self._finish_reason = 0, max_steps, ""
+        worker.run_started.connect(self._on_started)
+        worker.progress.connect(self._on_progress)
+        worker.preview.connect(self._on_preview)
+        worker.checkpoint_saved.connect(self._on_checkpoint)
+        worker.run_finished.connect(self._on_finished)
+        worker.history.connect(self._on_history)
+        worker.failed.connect(self._on_failed)
+        worker.done.connect(self._on_done)
+        self.progress.setRange(0, max(1, max_steps))
+        self.status.setText("Preparing data and model…")
+        self.run_label.setText(run_dir.name)
+        self._set_state("starting")
+        self.running_changed.emit(True)
+        self._thread = start_worker(worker, f"training {run_dir.name}")
+
+    def resume_clicked(self) -> None:
+        if self.paused:
+            self.unpause()
+        elif self.last_run is not None and not self.running:
+            self.resume_run(self.last_run[0])
+
+    # --- controls (GUI thread → thread-safe engine flags) --------------------------------------
+    def pause(self) -> None:
+        if self.worker is not None and self._state == "running":
+            self.worker.pause()
+            self._set_state("paused")
+            self.status.setText(f"Paused at step {self.step:,}")
+
+    def unpause(self) -> None:
+        if self.worker is not None and self._state == "paused":
+            self.worker.unpause()
+            self._set_state("running")
+            self.status.setText(f"Running from step {self.step:,}…")
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.request_stop()
+            self._set_state("stopping")
+            self.status.setText("Stopping after this step; saving a checkpoint…")
+
+    def stop_and_wait(self, timeout_ms: int = 120_000) -> bool:
+        """Blocking stop for shutdown: the engine saves a checkpoint and returns."""
+        if self.worker is not None:
+            self.worker.request_stop()
+        if self._thread is not None:
+            return self._thread.wait(timeout_ms)
+        return True
+
+    # --- worker signals (all run in the GUI thread) -------------------------------------------
+    def _on_started(self, event) -> None:
+        self.step, self.max_steps = event.step, event.max_steps
+        self.progress.setRange(0, max(1, event.max_steps))
+        self.progress.setValue(event.step)
+        if self._state == "starting":
+            self._set_state("running")
+        self.status.setText(f"Running on {event.device} · {event.num_params / 1e6:.2f} M parameters")
+        self.status_message.emit(f"Training {Path(event.run_dir).name} on {event.device}")
+
+    def _on_history(self, history) -> None:
+        self.plot.set_history(history)
+
+    def _on_progress(self, events: list) -> None:
+        self.plot.append_events(events)
+        e = events[-1]
+        self.step = e.step
+        self.progress.setValue(e.step)
+        if self._state == "running":
+            self.status.setText(f"step {e.step:,} / {e.max_steps:,} · {e.images_per_s:,.0f} img/s · "
+                                f"elapsed {_duration(e.elapsed_s)} · ETA {_duration(e.eta_s)}")
+
+    def _on_preview(self, event) -> None:
+        self.previews.show_preview(event)
+
+    def _on_checkpoint(self, event) -> None:
+        self.status_message.emit(f"Checkpoint saved at step {event.step:,}")
+
+    def _on_finished(self, event) -> None:
+        self.step, self._finish_reason = event.step, event.reason
+        self.progress.setValue(event.step)
+        words = {"max_steps": "finished", "max_minutes": "time limit reached", "stopped": "stopped"}
+        self.status.setText(f"{words.get(event.reason, event.reason).capitalize()} at step {event.step:,}; "
+                            "checkpoint saved")
+
+    def _on_failed(self, info: ErrorInfo) -> None:
+        self.last_error = info
+        self.status.setText(f"Failed: {info.message}")
+        dialogs.show_error(self, info)
+
+    def _on_done(self) -> None:
+        run_dir, reason = self.run_dir, self._finish_reason
+        self.worker = None
+        self.last_run = (run_dir, reason) if run_dir is not None and reason else self.last_run
+        self._set_state("idle")
+        self.running_changed.emit(False)
+        if run_dir is not None:
+            self.run_finished.emit(str(run_dir), reason)
+
+    def _fail_now(self, exc: BaseException, context: str = "Cannot start training") -> None:
+        info = describe(exc, context)
+        log.warning("%s", info.details)
+        self.last_error = info
+        dialogs.show_error(self, info)
+
+    # --- presets and remembered settings --------------------------------------------------------
+    def fill_presets(self, select: str = "") -> None:
+        self.preset_box.clear()
+        for p in presets.list_presets():
+            self.preset_box.addItem(p.name + ("" if p.builtin else "  (yours)"), str(p.path))
+        if select:
+            self.preset_box.setCurrentIndex(max(0, self.preset_box.findData(select)))
+
+    def apply_selected_preset(self) -> None:
+        path = self.preset_box.currentData()
+        if path:
+            self.apply_preset(Path(path))
+
+    def apply_preset(self, path: Path) -> bool:
+        try:
+            values = presets.read_preset(path)
+        except Exception as exc:  # noqa: BLE001 - ConfigError for a bad file
+            self._fail_now(exc, "Preset")
+            return False
+        self.form.set_values(values)
+        self.status_message.emit(f"Preset {path.stem} applied")
+        return True
+
+    def save_preset(self) -> None:
+        presets.user_dir().mkdir(parents=True, exist_ok=True)
+        path = dialogs.pick_save_file(self, "Save preset", str(presets.user_dir() / "my-preset.toml"),
+                                      "Presets (*.toml)")
+        if not path:
+            return
+        try:
+            saved = presets.save_preset(Path(path), self.current_config())
+        except Exception as exc:  # noqa: BLE001
+            self._fail_now(exc, "Saving preset")
+            return
+        self.fill_presets(select=str(saved))
+        self.status_message.emit(f"Preset saved to {saved}")
+
+    def remember_settings(self) -> None:
+        try:
+            settings.set("train/last", self.current_config().to_toml())
+        except Exception:  # noqa: BLE001 - a half-typed form must not break closing
+            log.warning("could not remember the training settings", exc_info=True)
+
+    def _restore(self) -> None:
+        text = settings.get_str("train/last", "")
+        if not text:
+            return
+        try:
+            values = TrainConfig.from_toml(text).to_dict()
+        except Exception:  # noqa: BLE001 - settings from an older version: ignore them
+            return
+        self.form.set_values({k: v for k, v in values.items() if k not in ("data", "channels")})
+
+    def set_engine_ready(self, ready: bool) -> None:
+        self._engine_ready = ready
+        self._set_state(self._state)
+        if not ready:
+            self.status.setText("Loading the engine…")
+        elif self._state == "idle" and self.last_run is None:
+            self.status.setText("Ready")
+
+    # --- glue --------------------------------------------------------------------------------------
+    def set_devices(self, devices: list) -> None:
+        self.form.set_devices(devices)
+
+    def set_runs(self, runs: list) -> None:
+        self.form.set_teachers(runs)
+
+    def _browse_teacher(self) -> None:
+        path = dialogs.pick_folder(self, "Choose a flow run folder", str(self.workspace))
+        if path:
+            self.form.set_teacher(path)
+
+    def _resolution_changed(self, value: int) -> None:
+        if self.data_pane.resolution.value() != value:
+            self.data_pane.resolution.setValue(value)
+
+    def _data_resolution_changed(self, value: int) -> None:
+        if self.form.widgets["resolution"].value() != value:
+            self.form.widgets["resolution"].setValue(value)

@@ -1,0 +1,1 @@
+"""Reusable widgets (plot, image views, small inputs) used by the panes."""

@@ -1,0 +1,349 @@
+"""Background work: a registry of every QThread the app starts, a worker base class, and
+the training / decoding / generic workers.
+
+Pattern: a QObject worker is moved to a fresh QThread; `thread.started` runs `worker.run`
+in that thread (direct connection), and `run` ends by moving the worker back to the GUI
+thread and quitting its own thread, so no queued call into the main thread is needed for
+a thread to finish (the GUI may be blocked in `wait()` at shutdown).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Qt, Signal
+
+from .errors import ErrorInfo, describe
+
+if TYPE_CHECKING:  # numpy loads after the window is shown
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+# --- thread registry ------------------------------------------------------------------------
+
+@dataclass
+class ThreadEntry:
+    thread: QThread
+    worker: QObject  # kept alive until the thread has finished
+    name: str
+    origin: str  # where it was started, for the test fixture's failure message
+
+
+_entries: list[ThreadEntry] = []
+
+
+def _prune() -> None:
+    for entry in list(_entries):
+        if entry.thread.isFinished():
+            entry.thread.wait()  # returns at once; makes sure the OS thread is gone
+            _entries.remove(entry)
+
+
+def start_worker(worker: "BaseWorker", name: str) -> QThread:
+    """Run `worker.run()` in a new QThread; the registry keeps both alive until it ends."""
+    _prune()
+    thread = QThread()
+    thread.setObjectName(name)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run, Qt.ConnectionType.DirectConnection)
+    origin = "".join(traceback.format_list(traceback.extract_stack(limit=8)[:-1]))
+    _entries.append(ThreadEntry(thread, worker, name, origin))
+    thread.start()
+    return thread
+
+
+def live_threads() -> list[ThreadEntry]:
+    _prune()
+    return [e for e in _entries if not e.thread.isFinished()]
+
+
+def join_all(timeout_ms: int = 30_000) -> bool:
+    """Wait for every registered thread; True if all finished in time."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    for entry in list(_entries):
+        remaining = max(0, int((deadline - time.monotonic()) * 1000))
+        if not entry.thread.wait(remaining):
+            return False
+    _prune()
+    return True
+
+
+# --- workers --------------------------------------------------------------------------------
+
+class BaseWorker(QObject):
+    failed = Signal(object)  # ErrorInfo
+    done = Signal()  # always the last signal, success or not
+
+    error_context = ""
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
+            log.error("%s failed:\n%s", type(self).__name__, traceback.format_exc())
+            self.failed.emit(describe(exc, self.error_context))
+        finally:
+            self.done.emit()
+            app = QCoreApplication.instance()
+            if app is not None:
+                self.moveToThread(app.thread())  # allowed: we are in the worker's thread
+            QThread.currentThread().quit()  # exec() will return at once
+
+    def work(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FunctionWorker(BaseWorker):
+    """Runs `fn(*args)` and emits its return value."""
+
+    result = Signal(object)
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, context: str = "") -> None:
+        super().__init__()
+        self._fn, self._args = fn, args
+        self.error_context = context
+
+    def work(self) -> None:
+        self.result.emit(self._fn(*self._args))
+
+
+class EngineLoader(BaseWorker):
+    """Imports cmcore (and torch) off the GUI thread, then lists the devices."""
+
+    loaded = Signal(object)  # list[DeviceInfo]
+    error_context = "Loading the engine"
+
+    def work(self) -> None:
+        t0 = time.perf_counter()
+        from cmcore.devices import list_devices
+
+        devices = list_devices()
+        log.info("engine loaded in %.2f s; devices: %s", time.perf_counter() - t0, [d.id for d in devices])
+        self.loaded.emit(devices)
+
+
+class DecodeWorker(BaseWorker):
+    """Decodes a data source the way the trainer will see it (with progress and cancel)."""
+
+    progress = Signal(int, int)  # done, total
+    loaded = Signal(object, object)  # ImageDataset, thumbnails uint8 [N,H,W,C]
+    error_context = "Reading images"
+    THUMBNAILS = 64
+
+    def __init__(self, spec: str, resolution: int, channels: str) -> None:
+        super().__init__()
+        self.spec, self.resolution, self.channels = spec, resolution, channels
+        self._cancel = threading.Event()
+        self._last_emit = 0.0
+
+    def cancel(self) -> None:
+        self._cancel.set()  # thread-safe; the loader polls it between files
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_emit >= 0.05 or done >= total:  # ~20 updates/s at most
+            self._last_emit = now
+            self.progress.emit(done, total)
+
+    def work(self) -> None:
+        from cmcore import DataError
+        from cmcore.data import load_dataset
+
+        try:
+            dataset = load_dataset(self.spec, resolution=self.resolution, channels=self.channels,
+                                   progress=self._on_progress, cancel=self._cancel.is_set)
+        except DataError:
+            if self.cancelled:  # the loader reports a cancel as DataError("cancelled")
+                return
+            raise
+        if self.cancelled:
+            return
+        thumbs = dataset.thumbnails(self.THUMBNAILS).permute(0, 2, 3, 1).contiguous().numpy()
+        self.loaded.emit(dataset, thumbs)
+
+
+class TrainingWorker(BaseWorker):
+    """Runs one `cmcore.Trainer`; engine events become (rate-limited) Qt signals."""
+
+    run_started = Signal(object)  # events.Started
+    progress = Signal(list)  # list[events.Progress], at most ~10 emissions per second
+    preview = Signal(object)  # events.Preview
+    checkpoint_saved = Signal(object)  # events.CheckpointSaved
+    run_finished = Signal(object)  # events.Finished
+    history = Signal(object)  # dict[str, np.ndarray] of an earlier run's metrics (resume)
+    error_context = "Training"
+
+    EMIT_INTERVAL_S = 0.1
+
+    def __init__(self, config: Any, run_dir: Path, *, resume: bool = False, dataset: Any = None) -> None:
+        super().__init__()
+        self.config, self.run_dir, self.resume, self.dataset = config, Path(run_dir), resume, dataset
+        self._lock = threading.Lock()
+        self._trainer: Any = None
+        self._stop = False
+        self._paused = False
+        self._buffer: list[Any] = []
+        self._last_emit = 0.0
+        self.final_step: int | None = None
+
+    # called from the GUI thread: the engine's flags are thread-safe, so no queued slots
+    def request_stop(self) -> None:
+        with self._lock:
+            self._stop = True
+            trainer = self._trainer
+        if trainer is not None:
+            trainer.request_stop()
+            trainer.unpause()  # a paused trainer must wake up to notice the stop
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+            trainer = self._trainer
+        if trainer is not None:
+            trainer.pause()
+
+    def unpause(self) -> None:
+        with self._lock:
+            self._paused = False
+            trainer = self._trainer
+        if trainer is not None:
+            trainer.unpause()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    # worker thread
+    def work(self) -> None:
+        from cmcore import Trainer
+
+        trainer = Trainer(self.config, self.run_dir, resume=self.resume, on_event=self._on_event,
+                          dataset=self.dataset)
+        with self._lock:  # a stop/pause clicked while the trainer was being built applies now
+            self._trainer = trainer
+            stop, paused = self._stop, self._paused
+        if paused:
+            trainer.pause()
+        if stop:
+            trainer.request_stop()
+        try:
+            self.final_step = trainer.run()
+        finally:
+            self._flush()
+
+    def _on_event(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "Progress":
+            self._buffer.append(event)
+            if time.monotonic() - self._last_emit >= self.EMIT_INTERVAL_S:
+                self._flush()
+            return
+        self._flush()  # keep the order: progress before a preview/finish of a later step
+        if name == "Started" and self.resume:
+            # read only now: the engine has just cut metrics.jsonl back to the checkpoint's step
+            history = read_metrics(self.run_dir / "metrics.jsonl")
+            if history is not None:
+                self.history.emit(history)
+        signal = {"Started": self.run_started, "Preview": self.preview,
+                  "CheckpointSaved": self.checkpoint_saved, "Finished": self.run_finished}.get(name)
+        if signal is not None:
+            signal.emit(event)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._last_emit = time.monotonic()
+            self.progress.emit(batch)
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray] | None:
+    """metrics.jsonl → arrays (step, loss, lr, n, wall); None if there is none. Bad lines are skipped
+    (a crash can leave a half-written last line)."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    rows: list[tuple[float, float, float, float]] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                m = json.loads(line)
+                rows.append((m["step"], m["loss"], m.get("lr", np.nan), m.get("n", np.nan), m.get("wall", np.nan)))
+            except (ValueError, KeyError, TypeError):
+                continue
+    if not rows:
+        return None
+    arr = np.asarray(rows, dtype=np.float64)
+    return {"step": arr[:, 0], "loss": arr[:, 1], "lr": arr[:, 2], "n": arr[:, 3], "wall": arr[:, 4]}
+
+
+class LatestOnly(QObject):
+    """Runs one job at a time in the background; a job submitted while another runs replaces
+    any job still waiting, so rapid requests (slider drags) coalesce to the latest."""
+
+    result = Signal(object)
+    failed = Signal(object)  # ErrorInfo
+    busy_changed = Signal(bool)
+
+    def __init__(self, name: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self._pending: tuple[Callable[..., Any], tuple, str] | None = None
+        self._worker: FunctionWorker | None = None
+        self._thread: QThread | None = None
+        self._closed = False
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def submit(self, fn: Callable[..., Any], *args: Any, context: str = "") -> None:
+        if self._closed:
+            return
+        self._pending = (fn, args, context)
+        if self._worker is None:
+            self._start_pending()
+            self.busy_changed.emit(True)
+
+    def _start_pending(self) -> None:
+        assert self._pending is not None
+        fn, args, context = self._pending
+        self._pending = None
+        worker = FunctionWorker(fn, *args, context=context)
+        worker.result.connect(self._on_result)
+        worker.failed.connect(self._on_failed)
+        worker.done.connect(self._on_done)
+        self._worker = worker
+        self._thread = start_worker(worker, self.name)
+
+    def _on_result(self, value: Any) -> None:
+        self.result.emit(value)
+
+    def _on_failed(self, info: ErrorInfo) -> None:
+        self.failed.emit(info)
+
+    def _on_done(self) -> None:
+        self._worker = None
+        if self._pending is not None:
+            self._start_pending()
+        else:
+            self.busy_changed.emit(False)
+
+    def shutdown(self, timeout_ms: int = 30_000) -> None:
+        """Drop waiting jobs, refuse new ones, wait for the running one (blocking; on close)."""
+        self._closed = True
+        self._pending = None
+        if self._thread is not None:
+            self._thread.wait(timeout_ms)

@@ -1,0 +1,211 @@
+"""Each pane on its own: devices, presets, remembered settings, data report, drag and
+drop, runs (delete, workspace), and the gallery's error path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from app import settings
+from app.panes.runs_pane import default_workspace
+from cmcore import TrainConfig, Trainer
+
+from .helpers import FAST, configure, wait_for_data
+
+
+def test_device_picker_lists_the_cpu(qtbot, make_window):
+    window = make_window()
+    ids = window.train_pane.form.device_ids()
+    assert ids[0] == "auto" and "cpu" in ids
+    box = window.train_pane.form.widgets["device"]
+    assert "CPU" in box.itemText(ids.index("cpu"))
+    box.setCurrentIndex(ids.index("cpu"))
+    assert window.gallery_pane.device == "cpu"
+    assert window.train_pane.current_config().device == "cpu"
+
+
+def test_builtin_presets_are_listed_and_applied(qtbot, make_window, dialog_log, tmp_path):
+    window = make_window()
+    tp = window.train_pane
+    names = [tp.preset_box.itemText(i) for i in range(tp.preset_box.count())]
+    assert {"quick-cpu", "quality"} <= set(names)
+    tp.preset_box.setCurrentIndex(names.index("quality"))
+    tp.load_preset_button.click()
+    values = tp.form.values()
+    assert values["model"] == "base" and values["resolution"] == 64 and values["precision"] == "bf16"
+    assert window.data_pane.resolution.value() == 64  # one resolution for data and training
+    assert window.data_pane.spec == "demo"  # presets never change the data
+
+    # save your own preset and apply it again later
+    configure(window, batch_size=24, lr=5e-4)
+    dialog_log.save_answers.append(str(tmp_path / "settings" / "presets" / "mine"))
+    tp.save_preset_button.click()
+    saved = tmp_path / "settings" / "presets" / "mine.toml"
+    assert TrainConfig.load(saved).batch_size == 24
+    assert tp.preset_box.currentData() == str(saved)
+    configure(window, batch_size=8)
+    tp.load_preset_button.click()
+    assert tp.form.values()["batch_size"] == 24 and tp.form.values()["lr"] == 5e-4
+
+
+def test_a_bad_preset_is_reported(qtbot, make_window, dialog_log, tmp_path):
+    window = make_window()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nmodel = "huge"\n')
+    assert window.train_pane.apply_preset(bad) is False
+    assert dialog_log.errors[-1].kind == "ConfigError" and "model" in dialog_log.errors[-1].message
+
+
+def test_settings_are_remembered_between_sessions(qtbot, make_window, image_folder, tmp_path):
+    window = make_window(data=str(image_folder))
+    wait_for_data(qtbot, window)
+    configure(window, batch_size=40, max_steps=1)
+    window.train_pane.start()
+    qtbot.waitUntil(lambda: not window.train_pane.running, timeout=60_000)
+    window.runs_pane.set_workspace(tmp_path / "other-runs")
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible())
+
+    again = make_window(data=None, workspace=None)
+    assert again.runs_pane.workspace == tmp_path / "other-runs" == again.train_pane.workspace
+    assert again.data_pane.folder.itemText(0) == str(image_folder)
+    assert again.data_pane.spec == str(image_folder)
+    assert again.train_pane.form.values()["batch_size"] == 40
+
+
+def test_data_pane_lists_skipped_files_and_can_cancel(qtbot, make_window, image_folder):
+    (image_folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (image_folder / "gray.png").write_bytes(b"")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image_folder / "small_gray.png")
+    window = make_window(data=str(image_folder))
+    wait_for_data(qtbot, window)
+    dp = window.data_pane
+    assert len(dp.dataset) == 21
+    reasons = {Path(dp.skipped.topLevelItem(i).text(0)).name: dp.skipped.topLevelItem(i).text(1)
+               for i in range(dp.skipped.topLevelItemCount())}
+    assert set(reasons) == {"broken.png", "gray.png"} and reasons["gray.png"] == "empty file"
+    assert not dp.skipped.isHidden() and "2 skipped" in dp.detail.text()
+
+    dp.channels.setCurrentIndex(dp.channels.findData("1"))
+    dp.load()
+    wait_for_data(qtbot, window)
+    assert dp.dataset.channels == 1 and "grayscale" in dp.summary.text()
+
+    dp.set_spec("demo")  # then cancel at once: no error, nothing loaded
+    dp.cancel_load()
+    qtbot.waitUntil(lambda: not dp.loading, timeout=30_000)
+    assert dp.last_error is None
+
+
+def test_dropping_a_folder_on_the_window_selects_it(qtbot, make_window, image_folder):
+    window = make_window()
+    window.show_pane("runs")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(image_folder))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert window.current_pane() == "data" and window.data_pane.spec == str(image_folder)
+    wait_for_data(qtbot, window)
+    assert len(window.data_pane.dataset) == 20
+    assert settings.get_list("data/recent")[0] == str(image_folder)
+
+
+def _train_run(workspace: Path, name: str, **kw) -> Path:
+    config = TrainConfig(data="demo", preview_count=4, **{**FAST, "max_steps": 2, "preview_every": 0, **kw})
+    Trainer(config, workspace / name).run()
+    return workspace / name
+
+
+def test_runs_pane_lists_opens_and_deletes(qtbot, make_window, tmp_path, dialog_log):
+    workspace = tmp_path / "runs"
+    run = _train_run(workspace, "ct-first")
+    window = make_window(workspace=workspace)
+    rp = window.runs_pane
+    qtbot.waitUntil(lambda: rp.table.rowCount() == 1, timeout=30_000)
+    assert [rp.table.item(0, c).text() for c in range(3)] == ["ct-first", "CT", "2 / 2"]
+    assert window.gallery_pane.run_box.count() == 1
+
+    assert rp.select_path(run)
+    rp.gallery_button.click()
+    assert window.current_pane() == "gallery"
+    qtbot.waitUntil(lambda: window.gallery_pane.result is not None, timeout=60_000)
+
+    # resuming a complete run asks before training more
+    dialog_log.confirm_answer = False
+    rp.resume_button.click()
+    assert dialog_log.confirms[-1][0] == "Run is complete" and not window.train_pane.running
+    dialog_log.confirm_answer = True  # "Train more": the run goes on to twice its length
+    rp.resume_button.click()
+    qtbot.waitUntil(lambda: not window.train_pane.running, timeout=60_000)
+    assert window.train_pane.last_run == (run, "max_steps") and window.train_pane.step == 4
+    assert TrainConfig.load(run / "config.toml").max_steps == 4
+    window.show_pane("runs")
+    qtbot.waitUntil(lambda: rp.table.rowCount() == 1 and rp.table.item(0, 2).text() == "4 / 4", timeout=30_000)
+    assert rp.select_path(run)
+
+    dialog_log.confirm_answer = False
+    rp.delete_button.click()
+    assert run.exists()
+    dialog_log.confirm_answer = True
+    rp.delete_button.click()
+    assert not run.exists()
+    qtbot.waitUntil(lambda: rp.table.rowCount() == 0, timeout=30_000)
+    assert not rp.empty_label.isHidden()
+    qtbot.waitUntil(lambda: window.gallery_pane.result is None)  # the gallery let go of it too
+
+
+def test_gallery_reports_a_bad_checkpoint(qtbot, make_window, tmp_path, dialog_log):
+    window = make_window()
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"nope")
+    dialog_log.open_answers.append(str(bogus))
+    window.gallery_pane.open_button.click()
+    qtbot.waitUntil(lambda: bool(dialog_log.errors), timeout=30_000)
+    assert dialog_log.errors[0].kind == "CheckpointError"
+    assert window.gallery_pane.result is None
+
+
+def test_default_workspace_matches_the_engine():
+    from cmcore.runs import default_workspace as engine_default
+
+    assert default_workspace() == engine_default()
+
+
+def test_theme_follows_dark_and_light(qtbot, make_window, monkeypatch, qapp):
+    from PySide6.QtGui import QPalette
+
+    from app import theme
+
+    window = make_window()
+    try:
+        monkeypatch.setenv("CONSISTENCY_STUDIO_THEME", "dark")
+        window.refresh_theme()
+        assert theme.is_dark() and qapp.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        background = window.train_pane.plot.view.backgroundBrush().color()
+        assert background.lightness() < 80  # the plot follows the palette
+        assert window.data_pane.browse.property("iconName") == "folder"
+        monkeypatch.setenv("CONSISTENCY_STUDIO_THEME", "light")
+        window.refresh_theme()
+        assert not theme.is_dark() and qapp.palette().color(QPalette.ColorRole.Window).lightness() > 200
+    finally:
+        monkeypatch.setenv("CONSISTENCY_STUDIO_THEME", "light")
+        theme.apply_theme(qapp)
+
+
+def test_torchvision_set_without_files_explains_where_they_go(qtbot, make_window, tmp_path, dialog_log):
+    window = make_window()
+    wait_for_data(qtbot, window)
+    dp = window.data_pane
+    dp.source.setCurrentIndex(dp.source.findData("mnist"))  # no root yet: no error, a hint
+    assert dp.root_row.isVisibleTo(dp) and not dp.folder_row.isVisibleTo(dp)
+    assert "torchvision" in dp.summary.text() and not dialog_log.errors
+    dialog_log.folder_answers.append(str(tmp_path))
+    dp.root_browse.click()
+    wait_for_data(qtbot, window)
+    assert dp.spec == f"mnist:{tmp_path}"
+    assert dialog_log.errors and dialog_log.errors[0].kind == "DataError"
+    assert "never downloads" in dialog_log.errors[0].message
