@@ -28,7 +28,7 @@ from cmcore.training import Trainer  # noqa: E402
 
 def train(method: str, out: Path, steps: int, batch: int, teacher: str = "", **extra) -> float:
     config = TrainConfig(method=method, max_steps=steps, batch_size=batch, teacher=teacher, device="cpu",
-                         preview_every=0, checkpoint_every=0, log_every=50, **extra)
+                         preview_every=0, checkpoint_every=0, log_every=50, max_minutes=0, **extra)
     started = time.perf_counter()
     if not (out / "checkpoints" / "latest").exists():
         Trainer(config, out).run()
@@ -43,7 +43,7 @@ def evaluate(metric: DemoFD, run: Path, sampler: str, steps: int, num: int) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num", type=int, default=1024, help="samples per evaluation")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))

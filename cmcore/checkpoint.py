@@ -23,9 +23,19 @@ from safetensors import safe_open
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
+from .metrics import append_jsonl, read_jsonl  # noqa: F401  (re-exported)
 
 FORMAT = "consistency-studio/1"
 KEEP = 3  # complete checkpoints kept per run
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # mkstemp makes 0600 files; ours are ordinary files
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -33,6 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -63,6 +74,7 @@ def _atomic_via(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -158,23 +170,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         group, _, name = key.partition(".")
         weights.setdefault(group, {})[name] = tensor
     return Checkpoint(file, config, step, weights, meta)
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line from a crash
-    return records
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

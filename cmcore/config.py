@@ -46,12 +46,12 @@ class TrainConfig:
     # --- model ---------------------------------------------------------------------------
     model: str = "tiny"
     dropout: float = 0.0
-    parametrization: str = "reflow"  # f = x - t*v  |  edm-style c_skip/c_out
+    parametrization: str = "edm"  # edm-style c_skip/c_out (measured better) | reflow: f = x - t*v
 
     # --- optimisation --------------------------------------------------------------------
-    batch_size: int = 64
-    max_steps: int = 3000
-    max_minutes: float = 0.0  # 0 = no time limit
+    batch_size: int = 32
+    max_steps: int = 2000
+    max_minutes: float = 10.0  # 0 = no time limit; with a limit the schedules follow the clock
     lr: float = 1e-3
     optimizer: str = "radam"
     warmup_steps: int = 100

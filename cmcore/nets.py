@@ -19,10 +19,13 @@ class UNetSpec:
     channel_mults: tuple[int, ...]  # one per resolution level (before extension to large images)
     num_res_blocks: int
     attn_max_resolution: int  # self-attention at feature maps this size or smaller
+    patch: int = 1  # pixel-unshuffle the input by this factor: p² less work at full resolution
 
 
 PRESETS = {
-    "tiny": UNetSpec(32, (1, 2, 2), 1, 8),
+    # On a CPU the full-resolution convolutions dominate; tiny works on 2×2 patches (as
+    # DiT / simple-diffusion do) so a laptop sees ~3× more images per minute.
+    "tiny": UNetSpec(48, (1, 2, 2), 1, 8, patch=2),
     "small": UNetSpec(64, (1, 2, 2), 2, 8),
     "base": UNetSpec(96, (1, 2, 2, 2), 2, 16),
 }
@@ -95,6 +98,8 @@ class UNet(nn.Module):
 
     def __init__(self, channels: int, resolution: int, spec: UNetSpec, dropout: float = 0.0):
         super().__init__()
+        self.patch = spec.patch if resolution // spec.patch >= 8 else 1
+        resolution //= self.patch
         mults = list(spec.channel_mults)
         # Larger images get extra levels so the bottleneck stays at 4-8 pixels.
         while resolution // 2 ** (len(mults) - 1) > 8:
@@ -102,7 +107,7 @@ class UNet(nn.Module):
         widths = [spec.base_channels * m for m in mults]
         emb_dim = 4 * spec.base_channels
         self.time_embed = TimeEmbedding(emb_dim)
-        self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
+        self.stem = nn.Conv2d(channels * self.patch**2, widths[0], 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, ch, res = [widths[0]], widths[0], resolution
@@ -127,7 +132,8 @@ class UNet(nn.Module):
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 self.up.append(nn.Conv2d(ch, ch, 3, padding=1))
                 res *= 2
-        self.head = nn.Sequential(nn.GroupNorm(_groups(ch), ch), nn.SiLU(), _zero(nn.Conv2d(ch, channels, 3, padding=1)))
+        self.head = nn.Sequential(nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
+                                  _zero(nn.Conv2d(ch, channels * self.patch**2, 3, padding=1)))
 
     @staticmethod
     def _block(cin, cout, emb_dim, dropout, res, spec) -> nn.Module:
@@ -138,7 +144,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(c_noise)
-        h = self.stem(x)
+        h = self.stem(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for layer in self.down:
             h = _apply(layer, h, emb)
@@ -150,7 +156,8 @@ class UNet(nn.Module):
                 h = _apply(layer, torch.cat([h, hs.pop()], dim=1), emb)
             else:
                 h = layer(h)
-        return self.head(h)
+        out = self.head(h)
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
 
 def _apply(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .checkpoint import read_jsonl
+from .metrics import read_jsonl
 from .config import TrainConfig
 from .errors import ConfigError
 

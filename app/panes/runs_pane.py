@@ -24,11 +24,9 @@ COLUMNS = ["Run", "Method", "Steps", "Last loss", "Updated"]
 
 
 def default_workspace() -> Path:
-    """Same folder as cmcore.runs.default_workspace(), computed without importing torch
-    (cmcore.runs pulls in the checkpoint code); a test keeps the two in step."""
-    from platformdirs import user_data_dir
+    from cmcore.runs import default_workspace as engine_default  # torch-free: fine before the window
 
-    return Path(user_data_dir("consistency-studio")) / "runs"
+    return engine_default()
 
 
 def _list_runs(workspace: Path) -> list:

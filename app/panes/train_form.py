@@ -16,7 +16,7 @@ from ..widgets.inputs import Collapsible, SciSpinBox
 
 METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flow teacher",
                  "flow": "Flow — train a teacher (for CD)"}
-MODEL_LABELS = {"tiny": "Tiny (≈1 M params, CPU)", "small": "Small (≈5 M)", "base": "Base (≈20 M, GPU)"}
+MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
 

@@ -169,10 +169,13 @@ def test_gallery_reports_a_bad_checkpoint(qtbot, make_window, tmp_path, dialog_l
     assert window.gallery_pane.result is None
 
 
-def test_default_workspace_matches_the_engine():
-    from cmcore.runs import default_workspace as engine_default
+def test_default_workspace_is_in_the_user_data_folder_and_needs_no_torch():
+    import subprocess
+    import sys
 
-    assert default_workspace() == engine_default()
+    code = "import sys; from app.panes.runs_pane import default_workspace as d; print(d()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0].endswith("consistency-studio/runs") and out[1] == "False"
 
 
 def test_theme_follows_dark_and_light(qtbot, make_window, monkeypatch, qapp):
