@@ -63,11 +63,13 @@ def main() -> None:
                         resolution=args.resolution)
 
     rows = [("real data (floor)", "-", floor)]
-    for k in (1, 2, 4, 8, 16, 64):
+    for k in (1, 2, 4, 8, 16, 64):  # 8 is the bar that CD at 1 step must reach
         rows.append(("flow teacher", f"Euler {k}", evaluate(metric, args.out / "flow", "ode", k, args.num)))
-    for method in ("ct", "cd"):
+    # ct and cd, then any other run in the folder (e.g. ablations trained with the CLI)
+    others = sorted(p.name for p in args.out.iterdir() if (p / "checkpoints").is_dir() and p.name not in ("flow", "ct", "cd"))
+    for name in ["ct", "cd", *others]:
         for k in (1, 2, 4):
-            rows.append((method.upper(), f"{k}-step", evaluate(metric, args.out / method, "multistep", k, args.num)))
+            rows.append((name.upper(), f"{k}-step", evaluate(metric, args.out / name, "multistep", k, args.num)))
 
     print(f"\n{args.steps} steps x batch {args.batch_size} per model, {args.resolution}px demo, CPU "
           f"({torch.get_num_threads()} threads); train seconds: " + ", ".join(f"{m} {s:.0f}" for m, s in times.items()))

@@ -46,7 +46,7 @@ class TrainConfig:
     # --- model ---------------------------------------------------------------------------
     model: str = "tiny"
     dropout: float = 0.0
-    parametrization: str = "edm"  # edm-style c_skip/c_out (measured better) | reflow: f = x - t*v
+    parametrization: str = "reflow"  # f = x - t*v (the seed's; measured better for CT) | edm c_skip/c_out
 
     # --- optimisation --------------------------------------------------------------------
     batch_size: int = 32

@@ -89,6 +89,10 @@ class Trainer:
 
             self.dataset = load_dataset(c.data, c.resolution, c.channels, c.hflip)
         self.channels, self.resolution = self.dataset.channels, self.dataset.resolution
+        self.teacher = self._load_teacher() if c.teacher and c.method in ("cd", "ct") else None
+        if self.teacher is not None and c.init_from_teacher:
+            # A student that starts from the teacher's weights must read them the same way.
+            c = self.config = c.replace(model=self.teacher_config.model, parametrization=self.teacher_config.parametrization)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "previews").mkdir(exist_ok=True)
         if not self.resume:
@@ -102,7 +106,6 @@ class Trainer:
         atomic_write_bytes(self.run_dir / "data_report.json", json.dumps(self.dataset.report.to_dict(), indent=1).encode())
 
         self.model = build_model(c, self.channels, self.resolution).to(self.device)
-        self.teacher = self._load_teacher() if c.teacher and c.method in ("cd", "ct") else None
         if self.teacher is not None and c.init_from_teacher and not self.resume:
             self._init_from_teacher()
         self.target = None
@@ -142,6 +145,7 @@ class Trainer:
         if (ch, res) != (self.channels, self.resolution):
             raise ConfigError(f"teacher was trained on {ch}-channel {res}px images, this data is "
                               f"{self.channels}-channel {self.resolution}px: match resolution and channels")
+        self.teacher_config = tc
         teacher = build_model(tc, ch, res)
         teacher.load_state_dict(ckpt.weights.get("ema") or ckpt.weights["model"])
         return teacher.to(self.device).eval().requires_grad_(False)

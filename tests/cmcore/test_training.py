@@ -54,6 +54,13 @@ def test_cd_from_a_flow_teacher(small_config, tmp_path):
     assert torch.equal(student.model.state_dict()[name], teacher[name])
 
 
+def test_student_adopts_the_teachers_parametrization(small_config, tmp_path):
+    run(small_config.replace(method="flow", parametrization="edm"), tmp_path / "teacher")
+    student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd")
+    student._setup()
+    assert student.config.parametrization == "edm" and student.model.parametrization == "edm"
+
+
 def test_cd_rejects_a_consistency_run_as_teacher(small_config, tmp_path):
     run(small_config.replace(method="ct"), tmp_path / "ct")
     with pytest.raises(ConfigError, match="flow"):
