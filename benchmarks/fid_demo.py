@@ -89,7 +89,13 @@ class DemoFD:
     """fd(x) for generated images x in [-1, 1]; reference = held-out demo images."""
 
     def __init__(self, resolution: int, channels: int = 3, reference: int = 2048):
-        self.net = train_classifier(resolution, channels)
+        # One thread while training: the classifier (and so every FD) is then the same on any machine.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.net = train_classifier(resolution, channels)
+        finally:
+            torch.set_num_threads(threads)
         ref, labels = make_demo(resolution, channels, count=reference, seed=2000)
         self.ref_feats, probs = features(self.net, to_float(ref))
         self.accuracy = float((probs.argmax(1) == labels).float().mean())
