@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
-from .metrics import append_jsonl, read_jsonl  # noqa: F401  (re-exported)
+from .metrics import read_jsonl
 
 FORMAT = "consistency-studio/1"
 KEEP = 3  # complete checkpoints kept per run

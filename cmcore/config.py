@@ -25,6 +25,7 @@ DISTANCES = ("pseudo_huber", "l2", "l1")
 SPACINGS = ("karras", "uniform")
 K_SAMPLINGS = ("lognormal", "uniform")
 WEIGHTINGS = ("inverse_dt", "uniform")
+FLOW_WEIGHTINGS = ("uniform", "lognormal")
 CURRICULA = ("ect", "doubling", "sqrt", "constant")
 SOLVERS = ("euler", "heun")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -80,7 +81,7 @@ class TrainConfig:
     p_std: float = 2.0
     weighting: str = "inverse_dt"
     teacher_solver: str = "heun"  # cd: one teacher step with euler or heun
-    flow_weighting: str = "uniform"  # flow loss weight w(t)
+    flow_weighting: str = "uniform"  # flow loss weight w(t): uniform | lognormal (SD3-style, middle times)
 
     # --- logging / saving -----------------------------------------------------------------
     log_every: int = 10
@@ -99,6 +100,7 @@ class TrainConfig:
         choice("spacing", SPACINGS)
         choice("k_sampling", K_SAMPLINGS)
         choice("weighting", WEIGHTINGS)
+        choice("flow_weighting", FLOW_WEIGHTINGS)
         choice("curriculum", CURRICULA)
         choice("teacher_solver", SOLVERS)
         choice("precision", PRECISIONS)

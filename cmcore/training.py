@@ -6,18 +6,18 @@ thread-safe flags checked between steps, so a GUI never has to queue anything.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from . import events
-from .checkpoint import (append_jsonl, atomic_write_bytes, load_checkpoint, save_checkpoint,
-                         truncate_metrics)
+from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, truncate_metrics
+from .metrics import append_jsonl
 from .config import TrainConfig
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, TrainingError
@@ -101,8 +101,6 @@ class Trainer:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
             c.save(self.run_dir / "config.toml")
-        import json
-
         atomic_write_bytes(self.run_dir / "data_report.json", json.dumps(self.dataset.report.to_dict(), indent=1).encode())
 
         self.model = build_model(c, self.channels, self.resolution).to(self.device)

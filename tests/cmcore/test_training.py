@@ -1,5 +1,4 @@
 """Short trainings of every method, resume, checkpoints and stops."""
-import json
 import math
 import threading
 
