@@ -204,8 +204,7 @@ class TrainingWorker(BaseWorker):
             self._stop = True
             trainer = self._trainer
         if trainer is not None:
-            trainer.request_stop()
-            trainer.unpause()  # a paused trainer must wake up to notice the stop
+            trainer.request_stop()  # also wakes a paused trainer
 
     def pause(self) -> None:
         with self._lock:

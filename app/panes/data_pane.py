@@ -75,19 +75,9 @@ class DataPane(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         form.addRow("Source", self.source)
-        self.folder_row = QWidget()
-        fl = QHBoxLayout(self.folder_row)
-        fl.setContentsMargins(0, 0, 0, 0)
-        self.folder.setMinimumWidth(520)
-        fl.addWidget(self.folder, 1)
-        fl.addWidget(self.browse)
+        self.folder_row = _path_row(self.folder, self.browse)
         form.addRow("Folder", self.folder_row)
-        self.root_row = QWidget()
-        rl = QHBoxLayout(self.root_row)
-        rl.setContentsMargins(0, 0, 0, 0)
-        self.root.setMinimumWidth(520)
-        rl.addWidget(self.root, 1)
-        rl.addWidget(self.root_browse)
+        self.root_row = _path_row(self.root, self.root_browse)
         form.addRow("Root", self.root_row)
         form.addRow("Resolution", row(self.resolution, 16, muted("Channels"), self.channels, None))
         form.addRow("", self.hflip)
@@ -367,3 +357,14 @@ class DataPane(QWidget):
             self._worker.cancel()
         if self._thread is not None:
             self._thread.wait(30_000)
+
+
+def _path_row(edit: QWidget, button: QWidget) -> QWidget:
+    """A wide path field with its Browse button, as one form row."""
+    holder = QWidget()
+    layout = QHBoxLayout(holder)
+    layout.setContentsMargins(0, 0, 0, 0)
+    edit.setMinimumWidth(520)
+    layout.addWidget(edit, 1)
+    layout.addWidget(button)
+    return holder
