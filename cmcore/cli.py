@@ -78,7 +78,7 @@ def _train(args) -> int:
 
 
 class _ProgressBar:
-    """tqdm bar driven by the Trainer's events: loss, images/s and ETA."""
+    """tqdm bar driven by the Trainer's events: percent done (steps or clock), loss, images/s, ETA."""
 
     def __init__(self):
         self.bar = None
@@ -89,11 +89,15 @@ class _ProgressBar:
         from . import events
 
         if isinstance(event, events.Started):
-            self.bar = tqdm(total=event.max_steps, initial=event.step, unit="step", dynamic_ncols=True,
-                            desc=f"{Path(event.run_dir).name} [{event.device}]")
+            # The run ends at max_steps or max_minutes, whichever comes first, so the bar counts
+            # percent and shows the Trainer's own ETA rather than tqdm's step-rate guess.
+            self.bar = tqdm(total=100, unit="%", dynamic_ncols=True, desc=f"{Path(event.run_dir).name} [{event.device}]",
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
         elif isinstance(event, events.Progress) and self.bar is not None:
-            self.bar.update(event.step - self.bar.n)
-            self.bar.set_postfix(loss=f"{event.loss:.4g}", n=event.n, img_s=f"{event.images_per_s:.0f}")
+            self.bar.n = round(100 * event.fraction, 1)
+            eta = "?" if event.eta_s is None else f"{int(event.eta_s) // 60}:{int(event.eta_s) % 60:02d}"
+            self.bar.set_postfix_str(f"step {event.step}, loss {event.loss:.4g}, n {event.n}, "
+                                     f"{event.images_per_s:.0f} img/s, ETA {eta}")
         elif isinstance(event, events.CheckpointSaved) and self.bar is not None:
             self.bar.write(f"checkpoint: {event.path}")
 

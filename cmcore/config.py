@@ -30,7 +30,7 @@ CURRICULA = ("ect", "doubling", "sqrt", "constant")
 SOLVERS = ("euler", "heun")
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("radam", "adam")
-PARAMETRIZATIONS = ("reflow", "edm")
+PARAMETRIZATIONS = ("reflow", "blend", "edm")
 
 
 @dataclass

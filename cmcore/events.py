@@ -26,6 +26,7 @@ class Progress:
     images_per_s: float
     elapsed_s: float
     eta_s: float | None
+    fraction: float = 0.0  # of the run done, by steps or by the clock, whichever is further
 
 
 @dataclass

@@ -4,6 +4,10 @@ Noising is ReFlow's x_t = (1-t)·x0 + t·x1 with x1 ~ N(0, I), t in [0, 1]. Both
 parametrisations have c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x holds exactly.
 
 - ``reflow`` (the seed's choice): F is a velocity v and f = x - t·v.
+- ``blend``: f = (1-t)·x + t·F, i.e. the seed's f = x - t·v with v = x - F: the network
+  predicts x - v instead of v. Same function class, but the noise that v must copy at
+  t = 1 (v = x1 - x0) is carried by the skip, so at t = 1 the network outputs the image
+  itself and a fresh network (F = 0) starts from f = (1-t)·x instead of f = x.
 - ``edm``: the EDM-style scalings for this noising. With s = sigma_data and
   var(t) = (1-t)²s² + t² the variance of x_t: c_in = 1/√var, c_skip = (1-t)s²/var,
   c_out = t·s/√var, which keep the network's input and target at unit scale.
@@ -36,6 +40,8 @@ class ConsistencyFunction(nn.Module):
         if self.parametrization == "reflow":
             one = torch.ones_like(t)
             return one, -t, one, t
+        if self.parametrization == "blend":
+            return 1 - t, t, torch.ones_like(t), t
         s2 = self.sigma_data**2
         var = (1 - t) ** 2 * s2 + t**2
         return (1 - t) * s2 / var, t * self.sigma_data / var.sqrt(), var.rsqrt(), t
@@ -52,6 +58,8 @@ class ConsistencyFunction(nn.Module):
         t = _as_batch(t, x)
         if self.parametrization == "reflow":
             return self.net(x, t).to(x.dtype)
+        if self.parametrization == "blend":  # exact at every t, no division by t
+            return x - self.net(x, t).to(x.dtype)
         return (x - self(x, t)) / _bcast(t.clamp_min(1e-4), x)
 
 

@@ -267,7 +267,8 @@ class Trainer:
         if c.max_minutes > 0:
             time_left = max(0.0, 60 * c.max_minutes - self.elapsed)
             remaining = time_left if remaining is None else min(remaining, time_left)
-        self.on_event(events.Progress(self.step, c.max_steps, loss, lr, n, mu, ips, self.elapsed, remaining))
+        self.on_event(events.Progress(self.step, c.max_steps, loss, lr, n, mu, ips, self.elapsed, remaining,
+                                      self._fraction()))
 
     # --- previews and checkpoints ----------------------------------------------------------------
     def preview_steps(self) -> tuple[tuple[int, str], ...]:

@@ -8,8 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from cmcore.config import (CURRICULA, DISTANCES, K_SAMPLINGS, METHODS, MODELS, PRECISIONS, SPACINGS,
-                           WEIGHTINGS, TrainConfig)
+from cmcore.config import (CURRICULA, DISTANCES, K_SAMPLINGS, METHODS, MODELS, PARAMETRIZATIONS, PRECISIONS,
+                           SPACINGS, WEIGHTINGS, TrainConfig)
 
 from ..icons import icon_button
 from ..widgets.inputs import Collapsible, SciSpinBox
@@ -17,6 +17,7 @@ from ..widgets.inputs import Collapsible, SciSpinBox
 METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flow teacher",
                  "flow": "Flow — train a teacher (for CD)"}
 MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
+PARAM_LABELS = {"reflow": "reflow: f = x − t·v", "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
 
@@ -68,6 +69,7 @@ class TrainForm(QWidget):
         w["precision"] = _combo(PRECISIONS, PRECISION_LABELS)
         w["seed"] = _int(0, 2**31 - 1)
         # advanced
+        w["parametrization"] = _combo(PARAMETRIZATIONS, PARAM_LABELS)
         w["curriculum"] = _combo(CURRICULA)
         w["s0"] = _int(1, 100_000)
         w["s1"] = _int(1, 100_000)
@@ -99,6 +101,7 @@ class TrainForm(QWidget):
             "method": "CT learns from data alone; CD learns from a flow teacher trained first",
             "lr": "Learning rate (type e.g. 3e-4; arrows halve or double)",
             "max_minutes": "Stop after this much training time (0 = only max steps)",
+            "parametrization": "How the network's output becomes f(x, t); all keep f(x, 0) = x exactly",
             "curriculum": "How the number of discretisation steps n grows during training",
             "s0": "Initial number of steps n", "s1": "Final number of steps n",
             "target_ema": "EMA of the target network (0 = stop-gradient copy, as in iCT/ECT)",
@@ -131,7 +134,7 @@ class TrainForm(QWidget):
         f.addRow("Seed", w["seed"])
         adv_body = QWidget()
         f = self._form(adv_body)
-        for name, label in (("curriculum", "Curriculum"), ("s0", "s0 (start n)"), ("s1", "s1 (final n)"),
+        for name, label in (("parametrization", "Parametrization"), ("curriculum", "Curriculum"), ("s0", "s0 (start n)"), ("s1", "s1 (final n)"),
                             ("target_ema", "Target EMA"), ("ema_eval", "Eval EMA"), ("distance", "Distance"),
                             ("weighting", "Weighting"), ("spacing", "Spacing"), ("k_sampling", "k sampling"),
                             ("warmup_steps", "LR warm-up steps"), ("grad_clip", "Gradient clip"),

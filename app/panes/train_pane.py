@@ -98,7 +98,9 @@ class TrainPane(QWidget):
         self.stop_button = icon_button("stop", "Stop")
         self.stop_button.setToolTip("Finish the current step, save a checkpoint and stop")
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
+        # Per mille of the run: it ends at max steps or max minutes, whichever comes first.
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("%p%")
         self.progress.setValue(0)
         self.status = muted("Idle")
         self.run_label = muted("")
@@ -255,7 +257,7 @@ class TrainPane(QWidget):
         worker.history.connect(self._on_history)
         worker.failed.connect(self._on_failed)
         worker.done.connect(self._on_done)
-        self.progress.setRange(0, max(1, max_steps))
+        self.progress.setValue(0)
         self.status.setText("Preparing data and model…")
         self.run_label.setText(run_dir.name)
         self._set_state("starting")
@@ -298,8 +300,7 @@ class TrainPane(QWidget):
     # --- worker signals (all run in the GUI thread) -------------------------------------------
     def _on_started(self, event) -> None:
         self.step, self.max_steps = event.step, event.max_steps
-        self.progress.setRange(0, max(1, event.max_steps))
-        self.progress.setValue(event.step)
+        self.progress.setValue(round(1000 * event.step / max(1, event.max_steps)))
         if self._state == "starting":
             self._set_state("running")
         self.status.setText(f"Running on {event.device} · {event.num_params / 1e6:.2f} M parameters")
@@ -312,7 +313,7 @@ class TrainPane(QWidget):
         self.plot.append_events(events)
         e = events[-1]
         self.step = e.step
-        self.progress.setValue(e.step)
+        self.progress.setValue(round(1000 * e.fraction))
         if self._state == "running":
             self.status.setText(f"step {e.step:,} / {e.max_steps:,} · {e.images_per_s:,.0f} img/s · "
                                 f"elapsed {_duration(e.elapsed_s)} · ETA {_duration(e.eta_s)}")
@@ -325,7 +326,8 @@ class TrainPane(QWidget):
 
     def _on_finished(self, event) -> None:
         self.step, self._finish_reason = event.step, event.reason
-        self.progress.setValue(event.step)
+        if event.reason != "stopped":
+            self.progress.setValue(1000)
         words = {"max_steps": "finished", "max_minutes": "time limit reached", "stopped": "stopped"}
         self.status.setText(f"{words.get(event.reason, event.reason).capitalize()} at step {event.step:,}; "
                             "checkpoint saved")

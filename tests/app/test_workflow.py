@@ -53,6 +53,7 @@ def test_train_watch_stop_sample_export_resume(qtbot, make_window, image_folder,
     run_dir = Path(tp.run_dir)
     stopped_at = tp.step
     assert tp.last_run == (run_dir, "stopped") and 4 <= stopped_at < 500
+    assert 0 < tp.progress.value() < 1000  # per mille of the run, not of 500 steps' worth of pixels
     assert (run_dir / "checkpoints" / "latest").exists()
 
     # the gallery fills with the stopped run; the steps slider re-samples

@@ -25,7 +25,7 @@ def randomised(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("param", ["reflow", "edm"])
+@pytest.mark.parametrize("param", ["reflow", "blend", "edm"])
 def test_boundary_condition_holds_exactly(param):
     f = randomised(ConsistencyFunction(build_unet("tiny", 3, 16), param))
     x = torch.randn(4, 3, 16, 16)
@@ -38,6 +38,16 @@ def test_reflow_parametrisation_is_x_minus_t_v():
     x, t = torch.randn(3, 1, 16, 16), torch.tensor([0.2, 0.5, 1.0])
     v = f.velocity(x, t)
     torch.testing.assert_close(f(x, t), x - t[:, None, None, None] * v)
+
+
+def test_blend_is_the_seeds_form_with_the_network_predicting_x_minus_v():
+    f = randomised(ConsistencyFunction(build_unet("tiny", 1, 16), "blend"))
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([0.2, 0.5, 1.0])
+    v = f.velocity(x, t)
+    b = t[:, None, None, None]
+    torch.testing.assert_close(f(x, t), x - b * v)
+    torch.testing.assert_close(v, x - f.net(x, t))
+    torch.testing.assert_close(f(x, t)[2], f.net(x, t)[2])  # at t = 1 the output is the network's alone
 
 
 def test_edm_scalings_keep_unit_variance_input():

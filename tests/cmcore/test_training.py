@@ -133,9 +133,18 @@ def test_stop_from_another_thread_saves_a_checkpoint(small_config, tmp_path):
 
 
 def test_max_minutes_ends_the_run(small_config, tmp_path):
-    step, seen = run(small_config.replace(max_steps=10**6, max_minutes=0.02, preview_every=0, checkpoint_every=0),
+    step, seen = run(small_config.replace(max_steps=10**6, max_minutes=0.02, preview_every=0, checkpoint_every=0, log_every=1),
                      tmp_path / "timed")
     assert seen[-1].reason == "max_minutes" and 0 < step < 10**6
+    # Progress follows the clock, not the (unreachable) step count; the schedules use the same fraction.
+    fractions = [e.fraction for e in seen if isinstance(e, events.Progress)]
+    assert fractions == sorted(fractions) and fractions[-1] > 0.9
+    assert all(e.step / e.max_steps < 0.01 for e in seen if isinstance(e, events.Progress))
+
+
+def test_progress_fraction_follows_the_steps_without_a_time_limit(small_config, tmp_path):
+    _, seen = run(small_config.replace(max_minutes=0), tmp_path / "steps")
+    assert [e.fraction for e in seen if isinstance(e, events.Progress)] == pytest.approx([i / 12 for i in range(2, 13, 2)])
 
 
 def test_new_run_refuses_a_folder_with_a_run(small_config, tmp_path):
