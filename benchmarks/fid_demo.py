@@ -88,12 +88,12 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 class DemoFD:
     """fd(x) for generated images x in [-1, 1]; reference = held-out demo images."""
 
-    def __init__(self, resolution: int, channels: int = 3, reference: int = 2048):
+    def __init__(self, resolution: int, channels: int = 3, reference: int = 2048, seed: int = 0):
         # One thread while training: the classifier (and so every FD) is then the same on any machine.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            self.net = train_classifier(resolution, channels)
+            self.net = train_classifier(resolution, channels, seed=seed)
         finally:
             torch.set_num_threads(threads)
         ref, labels = make_demo(resolution, channels, count=reference, seed=2000)
@@ -105,3 +105,17 @@ class DemoFD:
         feats, probs = features(self.net, x.float().clamp(-1, 1))
         return {"fd": frechet_distance(feats, self.ref_feats),
                 "recognisable": float((probs[:, :4].max(1).values > 0.9).float().mean())}
+
+
+class DemoFDEnsemble:
+    """The same metric under several independently trained classifiers: mean and spread of FD."""
+
+    def __init__(self, resolution: int, seeds: list[int]):
+        self.members = [DemoFD(resolution, seed=s) for s in seeds]
+        self.accuracy = sum(m.accuracy for m in self.members) / len(self.members)
+
+    def __call__(self, x: torch.Tensor) -> dict[str, float]:
+        runs = [m(x) for m in self.members]
+        fds = [r["fd"] for r in runs]
+        return {"fd": sum(fds) / len(fds), "fd_min": min(fds), "fd_max": max(fds),
+                "recognisable": sum(r["recognisable"] for r in runs) / len(runs)}

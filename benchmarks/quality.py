@@ -1,6 +1,6 @@
 """Quality benchmark on the demo data: teacher vs consistency training vs distillation.
 
-    python benchmarks/quality.py [--steps 1500] [--batch-size 32] [--out runs/bench]
+    python benchmarks/quality.py [--steps 4000] [--batch-size 16] [--classifiers 3] [--out runs/bench]
 
 Trains a flow teacher, a CT model and a CD model (from that teacher) with the default
 settings for the same number of steps on the CPU, then reports the Fréchet distance in
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fid_demo import DemoFD, to_float  # noqa: E402
+from fid_demo import DemoFDEnsemble, to_float  # noqa: E402
 
 from cmcore import TrainConfig  # noqa: E402
 from cmcore.demo import make_demo  # noqa: E402
@@ -35,7 +35,7 @@ def train(method: str, out: Path, steps: int, batch: int, teacher: str = "", **e
     return time.perf_counter() - started
 
 
-def evaluate(metric: DemoFD, run: Path, sampler: str, steps: int, num: int) -> dict[str, float]:
+def evaluate(metric: DemoFDEnsemble, run: Path, sampler: str, steps: int, num: int) -> dict[str, float]:
     gen = load_generator(run)
     x = gen.sample_tensor(num, steps, seed=123, sampler=sampler)
     return metric(x)
@@ -43,15 +43,16 @@ def evaluate(metric: DemoFD, run: Path, sampler: str, steps: int, num: int) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig().batch_size)
     ap.add_argument("--num", type=int, default=1024, help="samples per evaluation")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--classifiers", type=int, default=3, help="FD under this many classifier seeds (mean, min-max)")
     args = ap.parse_args()
     torch.manual_seed(0)
 
-    metric = DemoFD(args.resolution)
+    metric = DemoFDEnsemble(args.resolution, list(range(args.classifiers)))
     real2, _ = make_demo(args.resolution, 3, count=args.num, seed=3000)
     floor = metric(to_float(real2))
     print(f"classifier accuracy on held-out demo images: {metric.accuracy:.3f}")
@@ -73,10 +74,10 @@ def main() -> None:
 
     print(f"\n{args.steps} steps x batch {args.batch_size} per model, {args.resolution}px demo, CPU "
           f"({torch.get_num_threads()} threads); train seconds: " + ", ".join(f"{m} {s:.0f}" for m, s in times.items()))
-    print("\n| model | sampler | FD (lower is better) | recognisable |")
-    print("|---|---|---|---|")
+    print(f"\n| model | sampler | FD (mean of {args.classifiers} classifiers; lower is better) | FD min–max | recognisable |")
+    print("|---|---|---|---|---|")
     for name, sampler, res in rows:
-        print(f"| {name} | {sampler} | {res['fd']:.2f} | {res['recognisable']:.2f} |")
+        print(f"| {name} | {sampler} | {res['fd']:.2f} | {res['fd_min']:.2f}–{res['fd_max']:.2f} | {res['recognisable']:.2f} |")
 
 
 if __name__ == "__main__":

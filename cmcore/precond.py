@@ -42,6 +42,8 @@ class ConsistencyFunction(nn.Module):
             return one, -t, one, t
         if self.parametrization == "blend":
             return 1 - t, t, torch.ones_like(t), t
+        if self.parametrization == "blend2":
+            return 1 - t * t, t, torch.ones_like(t), t
         s2 = self.sigma_data**2
         var = (1 - t) ** 2 * s2 + t**2
         return (1 - t) * s2 / var, t * self.sigma_data / var.sqrt(), var.rsqrt(), t
@@ -60,6 +62,8 @@ class ConsistencyFunction(nn.Module):
             return self.net(x, t).to(x.dtype)
         if self.parametrization == "blend":  # exact at every t, no division by t
             return x - self.net(x, t).to(x.dtype)
+        if self.parametrization == "blend2":
+            return _bcast(t, x) * x - self.net(x, t).to(x.dtype)
         return (x - self(x, t)) / _bcast(t.clamp_min(1e-4), x)
 
 

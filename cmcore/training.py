@@ -31,7 +31,8 @@ EventCallback = Callable[[object], None]
 
 
 def build_model(config: TrainConfig, channels: int, resolution: int) -> ConsistencyFunction:
-    return ConsistencyFunction(build_unet(config.model, channels, resolution, config.dropout), config.parametrization)
+    return ConsistencyFunction(build_unet(config.model, channels, resolution, config.dropout),
+                               config.concrete_parametrization())
 
 
 @torch.no_grad()
@@ -81,7 +82,9 @@ class Trainer:
 
     # --- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
-        c = self.config.validate()
+        # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
+        c = self.config = self.config.validate().replace(parametrization=self.config.concrete_parametrization(),
+                                                         lr=self.config.concrete_lr())
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         if self.dataset is None:
@@ -92,7 +95,7 @@ class Trainer:
         self.teacher = self._load_teacher() if c.teacher and c.method in ("cd", "ct") else None
         if self.teacher is not None and c.init_from_teacher:
             # A student that starts from the teacher's weights must read them the same way.
-            c = self.config = c.replace(model=self.teacher_config.model, parametrization=self.teacher_config.parametrization)
+            c = self.config = c.replace(model=self.teacher_config.model, parametrization=self.teacher_config.concrete_parametrization())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "previews").mkdir(exist_ok=True)
         if not self.resume:

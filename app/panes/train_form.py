@@ -17,7 +17,8 @@ from ..widgets.inputs import Collapsible, SciSpinBox
 METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flow teacher",
                  "flow": "Flow — train a teacher (for CD)"}
 MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
-PARAM_LABELS = {"reflow": "reflow: f = x − t·v", "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
+PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v", "blend": "blend: f = (1−t)·x + t·F",
+                "blend2": "blend2: f = (1−t²)·x + t·F", "edm": "EDM c_skip / c_out"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
 
@@ -61,7 +62,8 @@ class TrainForm(QWidget):
         w["model"] = _combo(MODELS, MODEL_LABELS)
         w["resolution"] = _int(16, 256, 8, " px")
         w["batch_size"] = _int(1, 4096, 8)
-        w["lr"] = SciSpinBox(1e-8, 1e30)
+        w["lr"] = SciSpinBox(0.0, 1e30)
+        w["lr"].setSpecialValueText("auto")  # 0: the engine's measured default for the method
         w["max_steps"] = _int(1, 100_000_000, 100)
         w["max_minutes"] = _float(0, 100_000, 1, 5, " min")
         w["max_minutes"].setSpecialValueText("no limit")
@@ -99,7 +101,8 @@ class TrainForm(QWidget):
 
         tips = {
             "method": "CT learns from data alone; CD learns from a flow teacher trained first",
-            "lr": "Learning rate (type e.g. 3e-4; arrows halve or double)",
+            "lr": "Learning rate (type e.g. 3e-4; arrows halve or double). auto: 3e-3 from scratch, "
+                  "1e-3 for a CD student that starts from its teacher",
             "max_minutes": "Stop after this much training time (0 = only max steps)",
             "parametrization": "How the network's output becomes f(x, t); all keep f(x, 0) = x exactly",
             "curriculum": "How the number of discretisation steps n grows during training",

@@ -23,12 +23,19 @@ class SciSpinBox(QDoubleSpinBox):
         return f"{value:.3g}"
 
     def valueFromText(self, text: str) -> float:  # noqa: N802
+        if self.specialValueText() and text.strip() == self.specialValueText():
+            return self.minimum()
         try:
             return float(text)
         except ValueError:
             return self.value()
 
     def validate(self, text: str, pos: int):
+        special = self.specialValueText()
+        if special and text.strip() == special:
+            return QValidator.State.Acceptable, text, pos
+        if special and special.startswith(text.strip()) and text.strip():
+            return QValidator.State.Intermediate, text, pos
         try:
             value = float(text)
         except ValueError:
@@ -39,6 +46,9 @@ class SciSpinBox(QDoubleSpinBox):
         return state, text, pos
 
     def stepBy(self, steps: int) -> None:  # noqa: N802
+        if self.value() <= 0:  # from "auto" (0) the arrows start at a typical value
+            self.setValue(1e-3)
+            return
         value = self.value() * math.pow(2.0, steps)
         self.setValue(min(max(value, self.minimum()), self.maximum()))
 

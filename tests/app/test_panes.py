@@ -27,6 +27,20 @@ def test_device_picker_lists_the_cpu(qtbot, make_window):
     assert window.train_pane.current_config().device == "cpu"
 
 
+def test_learning_rate_shows_auto_and_accepts_a_typed_value(qtbot, make_window):
+    box = make_window().train_pane.form.widgets["lr"]
+    assert box.text() == "auto" and box.value() == 0.0
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "3e-4")
+    box.interpretText()
+    assert box.value() == 3e-4
+    box.stepBy(1)
+    assert box.value() == 6e-4
+    box.lineEdit().setText("auto")
+    box.interpretText()
+    assert box.value() == 0.0 and box.text() == "auto"
+
+
 def test_builtin_presets_are_listed_and_applied(qtbot, make_window, dialog_log, tmp_path):
     window = make_window()
     tp = window.train_pane

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cmcore import events
+from cmcore.config import LR_FROM_SCRATCH, LR_FROM_TEACHER
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
@@ -51,6 +52,24 @@ def test_cd_from_a_flow_teacher(small_config, tmp_path):
     student._setup()
     name = "net.stem.weight"
     assert torch.equal(student.model.state_dict()[name], teacher[name])
+
+
+def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_config, tmp_path):
+    assert small_config.parametrization == "auto" and small_config.lr == 0
+    run(small_config.replace(method="flow"), tmp_path / "teacher")
+    run(small_config.replace(method="ct"), tmp_path / "ct")
+    assert load_checkpoint(tmp_path / "teacher").config.parametrization == "reflow"
+    assert load_checkpoint(tmp_path / "ct").config.parametrization == "blend"
+    assert load_checkpoint(tmp_path / "ct").config.lr == LR_FROM_SCRATCH  # lr = 0 means auto, written out
+    assert load_generator(tmp_path / "ct").model.parametrization == "blend"
+    student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd")
+    student._setup()
+    assert student.config.parametrization == "reflow"  # it starts from the teacher's weights
+    assert student.config.lr == LR_FROM_TEACHER < LR_FROM_SCRATCH
+    fresh = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher"), init_from_teacher=False),
+                    tmp_path / "cd_fresh")
+    fresh._setup()
+    assert fresh.config.parametrization == "blend"
 
 
 def test_student_adopts_the_teachers_parametrization(small_config, tmp_path):
