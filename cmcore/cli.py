@@ -91,13 +91,14 @@ class _ProgressBar:
         if isinstance(event, events.Started):
             # The run ends at max_steps or max_minutes, whichever comes first, so the bar counts
             # percent and shows the Trainer's own ETA rather than tqdm's step-rate guess.
-            self.bar = tqdm(total=100, unit="%", dynamic_ncols=True, desc=f"{Path(event.run_dir).name} [{event.device}]",
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+            self.name = f"{Path(event.run_dir).name} [{event.device}]"
+            self.bar = tqdm(total=100, unit="%", dynamic_ncols=True, desc=self.name,
+                            bar_format="{percentage:3.0f}%|{bar}| {desc}")
         elif isinstance(event, events.Progress) and self.bar is not None:
             self.bar.n = round(100 * event.fraction, 1)
             eta = "?" if event.eta_s is None else f"{int(event.eta_s) // 60}:{int(event.eta_s) % 60:02d}"
-            self.bar.set_postfix_str(f"step {event.step}, loss {event.loss:.4g}, n {event.n}, "
-                                     f"{event.images_per_s:.0f} img/s, ETA {eta}")
+            self.bar.set_description_str(f"{self.name} step {event.step}, loss {event.loss:.4g}, n {event.n}, "
+                                         f"{event.images_per_s:.0f} img/s, ETA {eta}")
         elif isinstance(event, events.CheckpointSaved) and self.bar is not None:
             self.bar.write(f"checkpoint: {event.path}")
 

@@ -34,7 +34,7 @@ OPTIMIZERS = ("radam", "adam")
 # diverges); a distilled student fine-tunes its teacher's weights and collapsed at 3e-3.
 LR_FROM_SCRATCH = 3e-3
 LR_FROM_TEACHER = 1e-3
-PARAMETRIZATIONS = ("auto", "reflow", "blend", "blend2", "edm")
+PARAMETRIZATIONS = ("auto", "reflow", "blend", "edm")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Preconditioning: f(x, t) = c_skip(t)·x + c_out(t)·F(c_in(t)·x, c_noise(t)).
 
-Noising is ReFlow's x_t = (1-t)·x0 + t·x1 with x1 ~ N(0, I), t in [0, 1]. Both
+Noising is ReFlow's x_t = (1-t)·x0 + t·x1 with x1 ~ N(0, I), t in [0, 1]. All
 parametrisations have c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x holds exactly.
 
 - ``reflow`` (the seed's choice): F is a velocity v and f = x - t·v.
@@ -42,8 +42,6 @@ class ConsistencyFunction(nn.Module):
             return one, -t, one, t
         if self.parametrization == "blend":
             return 1 - t, t, torch.ones_like(t), t
-        if self.parametrization == "blend2":
-            return 1 - t * t, t, torch.ones_like(t), t
         s2 = self.sigma_data**2
         var = (1 - t) ** 2 * s2 + t**2
         return (1 - t) * s2 / var, t * self.sigma_data / var.sqrt(), var.rsqrt(), t
@@ -62,8 +60,6 @@ class ConsistencyFunction(nn.Module):
             return self.net(x, t).to(x.dtype)
         if self.parametrization == "blend":  # exact at every t, no division by t
             return x - self.net(x, t).to(x.dtype)
-        if self.parametrization == "blend2":
-            return _bcast(t, x) * x - self.net(x, t).to(x.dtype)
         return (x - self(x, t)) / _bcast(t.clamp_min(1e-4), x)
 
 

@@ -17,8 +17,7 @@ from ..widgets.inputs import Collapsible, SciSpinBox
 METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flow teacher",
                  "flow": "Flow — train a teacher (for CD)"}
 MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
-PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v", "blend": "blend: f = (1−t)·x + t·F",
-                "blend2": "blend2: f = (1−t²)·x + t·F", "edm": "EDM c_skip / c_out"}
+PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v", "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
 
