@@ -100,7 +100,7 @@ class TrainForm(QWidget):
 
         tips = {
             "method": "CT learns from data alone; CD learns from a flow teacher trained first",
-            "lr": "Learning rate (type e.g. 3e-4; arrows halve or double). auto: 3e-3 from scratch, "
+            "lr": "Learning rate (type e.g. 3e-4; arrows halve or double). auto: 2e-3 from scratch, "
                   "1e-3 for a CD student that starts from its teacher",
             "max_minutes": "Stop after this much training time (0 = only max steps)",
             "parametrization": "How the network's output becomes f(x, t); all keep f(x, 0) = x exactly",
