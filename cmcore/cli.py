@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import LR_FROM_SCRATCH, LR_FROM_TEACHER, TrainConfig
 from .errors import CmcoreError
 
 EPILOG = "Runs, checkpoints and samples are described in the README."
@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-steps", type=int, help="stop after N steps (default 20000)")
     t.add_argument("--max-minutes", type=float, help="stop after M minutes of training (default 10; 0 = no limit)")
-    t.add_argument("--lr", type=float, help="learning rate (default auto: 2e-3, or 1e-3 for a CD student from its teacher)")
+    t.add_argument("--lr", type=float, help=f"learning rate (default auto: {LR_FROM_SCRATCH:g}, or {LR_FROM_TEACHER:g} "
+                   "for a CD student from its teacher)")
     t.add_argument("--device", help="auto | cpu | cuda:N | mps")
     t.add_argument("--seed", type=int)
     t.add_argument("--config", type=Path, help="a TOML file with any TrainConfig fields (flags override it)")

@@ -8,8 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from cmcore.config import (CURRICULA, DISTANCES, K_SAMPLINGS, METHODS, MODELS, PARAMETRIZATIONS, PRECISIONS,
-                           SPACINGS, WEIGHTINGS, TrainConfig)
+from cmcore.config import (CURRICULA, DISTANCES, K_SAMPLINGS, LR_FROM_SCRATCH, LR_FROM_TEACHER, METHODS, MODELS,
+                           PARAMETRIZATIONS, PRECISIONS, SPACINGS, WEIGHTINGS, TrainConfig)
 
 from ..icons import icon_button
 from ..widgets.inputs import Collapsible, SciSpinBox
@@ -17,7 +17,8 @@ from ..widgets.inputs import Collapsible, SciSpinBox
 METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flow teacher",
                  "flow": "Flow — train a teacher (for CD)"}
 MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
-PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v", "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
+PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v",
+                "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
 
@@ -100,8 +101,8 @@ class TrainForm(QWidget):
 
         tips = {
             "method": "CT learns from data alone; CD learns from a flow teacher trained first",
-            "lr": "Learning rate (type e.g. 3e-4; arrows halve or double). auto: 2e-3 from scratch, "
-                  "1e-3 for a CD student that starts from its teacher",
+            "lr": f"Learning rate (type e.g. 3e-4; arrows halve or double). auto: {LR_FROM_SCRATCH:g} from "
+                  f"scratch, {LR_FROM_TEACHER:g} for a CD student that starts from its teacher",
             "max_minutes": "Stop after this much training time (0 = only max steps)",
             "parametrization": "How the network's output becomes f(x, t); all keep f(x, 0) = x exactly",
             "curriculum": "How the number of discretisation steps n grows during training",
