@@ -61,9 +61,9 @@ def main() -> None:
         results[k] = metric(x)
         save_png(run / f"eval_{k}steps.png", make_grid(to_uint8(x[:64])), {})
     line = " ".join(f"{k}:{r['fd']:.1f}/{r['recognisable']:.2f}" for k, r in results.items())
-    print(f"{args.name:24s} {line}  train {seconds:.0f}s  {over}")
+    print(f"{args.name:24s} {line}  step {gen.step} train {seconds:.0f}s  {over}")
     with open(args.out / "results.jsonl", "a") as f:
-        f.write(json.dumps({"name": args.name, "over": over, "seconds": seconds,
+        f.write(json.dumps({"name": args.name, "over": over, "seconds": seconds, "step": gen.step,
                             "results": {str(k): r for k, r in results.items()}}) + "\n")
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU checks, sized for a short device lease (~2 minutes): the CUDA tests (training in
+# fp32 / bf16 / fp16, autocast, resume, CD, seeded sampling) and mixed-precision throughput.
+# Each result is written to $OUT as it comes, so a cut-off run still returns what it finished.
+#
+#   OUT=runs/device bash benchmarks/device_check.sh
+set -u
+OUT=${OUT:-runs/device}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then  # pure-Python dependencies a bare GPU image may lack
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD  # cmcore from this checkout
+nvidia-smi -L | tee "$OUT/gpu.txt"
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/cmcore/test_cuda.py 2>&1 | tee "$OUT/pytest_cuda.log"
+timeout 90 $PY benchmarks/amp.py --model small --batch-size 128 --steps 90 --rounds 2 2>&1 | tee "$OUT/amp.log"
