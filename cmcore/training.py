@@ -37,7 +37,7 @@ def build_model(config: TrainConfig, channels: int, resolution: int) -> Consiste
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    # One fused call instead of a kernel per tensor: on a GPU the per-tensor loop dominates a small model's step.
+    # One fused call instead of a kernel per tensor (fewer launches on a GPU).
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
