@@ -1,6 +1,6 @@
 """Train one CT/CD/flow variant on the demo data and report its demo FD (for ablations).
 
-    OMP_NUM_THREADS=1 python benchmarks/ablate.py NAME key=value ... [--steps 2000] [--out runs/abl]
+    OMP_NUM_THREADS=1 python benchmarks/ablate.py NAME key=value ... [--steps 4000] [--out runs/abl]
 
 Every key=value overrides a TrainConfig field (types follow the defaults). Prints one line
 per sampler step count: FD and the recognisable fraction (see fid_demo.py), and writes
@@ -43,9 +43,10 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--out", type=Path, default=Path("runs/abl"))
     ap.add_argument("--num", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=4000, help="max_steps (the benchmark's budget); max_steps=N overrides")
     ap.add_argument("--eval-steps", default="1,2,4")
     args = ap.parse_args()
-    over = {"max_minutes": 0.0, "preview_every": 500, "checkpoint_every": 0, "log_every": 50, "device": "cpu",
+    over = {"max_steps": args.steps, "max_minutes": 0.0, "preview_every": 500, "checkpoint_every": 0, "log_every": 50, "device": "cpu",
             **parse_overrides(args.overrides)}
     run = args.out / args.name
     started = time.perf_counter()
