@@ -49,6 +49,7 @@ def main() -> None:
             report(f"{run} {steps} steps, blur {sigma}", TF.gaussian_blur(x, 3, sigma) if sigma else x)
         if flow:
             continue
+        # the same noise sampling.sample drew for seed 123, so x = f(x1, 1) when steps == 1
         x1 = torch.randn(x.shape, generator=torch.Generator().manual_seed(123))
         with torch.no_grad():
             for tau in (0.97, 0.9):
