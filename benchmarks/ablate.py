@@ -55,10 +55,9 @@ def main() -> None:
     seconds = time.perf_counter() - started
     metric = DemoFD(32)
     gen = load_generator(run)
-    sampler = "ode" if gen.config.method == "flow" else "multistep"
     results = {}
     for k in map(int, args.eval_steps.split(",")):
-        x = gen.sample_tensor(args.num, k, seed=123, sampler=sampler)
+        x = gen.sample_tensor(args.num, k, seed=123, sampler=gen.default_sampler)
         results[k] = metric(x)
         save_png(run / f"eval_{k}steps.png", make_grid(to_uint8(x[:64])), {})
     line = " ".join(f"{k}:{r['fd']:.1f}/{r['recognisable']:.2f}" for k, r in results.items())

@@ -44,7 +44,7 @@ def main() -> None:
         gen = load_generator(run)
         flow = gen.method == "flow"
         steps = args.steps or (8 if flow else 1)
-        x = gen.sample_tensor(args.num, steps, seed=123, sampler="ode" if flow else "multistep")
+        x = gen.sample_tensor(args.num, steps, seed=123, sampler=gen.default_sampler)
         for sigma in (0.0, 0.5, 0.8):
             report(f"{run} {steps} steps, blur {sigma}", TF.gaussian_blur(x, 3, sigma) if sigma else x)
         if flow:

@@ -28,6 +28,11 @@ class Generator:
         self.model.load_state_dict(ckpt.weights.get("ema") or ckpt.weights["model"])
         self.model.to(self.device).eval()
 
+    @property
+    def default_sampler(self) -> str:
+        """A flow teacher is sampled by integrating its ODE; multistep is for consistency models."""
+        return "ode" if self.method == "flow" else "multistep"
+
     def _shape(self, num: int) -> tuple[int, int, int, int]:
         return (num, self.channels, self.resolution, self.resolution)
 

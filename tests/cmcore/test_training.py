@@ -62,6 +62,8 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
     assert load_checkpoint(tmp_path / "ct").config.parametrization == "blend"
     assert load_checkpoint(tmp_path / "ct").config.lr == LR_FROM_SCRATCH  # lr = 0 means auto, written out
     assert load_generator(tmp_path / "ct").model.parametrization == "blend"
+    assert load_generator(tmp_path / "ct").default_sampler == "multistep"
+    assert load_generator(tmp_path / "teacher").default_sampler == "ode"
     student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd")
     student._setup()
     assert student.config.parametrization == "reflow"  # it starts from the teacher's weights
