@@ -40,19 +40,7 @@ _FILE_MODE = 0o666 & ~_umask()  # mkstemp makes 0600 files; ours are ordinary fi
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    _atomic_via(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -69,14 +57,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _atomic_via(path: Path, write) -> None:
-    """Atomic write for libraries that want a filename."""
+    """`write(tmp)` fills a temporary file beside `path`; fsync it, then rename it over `path`
+    (so a crash at any moment leaves either the old file or the new one, never half of one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         os.chmod(tmp, _FILE_MODE)
         write(tmp)
-        with open(tmp, "rb") as fh:
+        with open(tmp, "r+b") as fh:  # writable: Windows cannot fsync a read-only handle
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
