@@ -7,7 +7,8 @@ samples (multistep, or Euler on v for a flow teacher) as they are and after a Ga
 σ = 0.5 and 0.8 px. If a small blur lowers the FD a lot, the samples' shapes and colours are right
 and the gap is high-frequency noise. For consistency models it also evaluates the one-step map
 f(τ·x1, τ) at τ < 1, to check that the noise is not just the untrained edge t = 1, and the
-one-step samples minus their least-squares share of the input noise x1.
+one-step samples minus their least-squares linear share of the input noise x1 (per pixel and
+per 2×2 patch).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,6 +28,14 @@ from cmcore.generator import load_generator  # noqa: E402
 
 def high_pass(x: torch.Tensor) -> torch.Tensor:
     return x - TF.gaussian_blur(x, 5, 1.0)
+
+
+def linear_share(x: torch.Tensor, x1: torch.Tensor, patch: int) -> torch.Tensor:
+    """The part of x's high frequencies that is a linear map of x1's: one least-squares matrix over
+    the channels of the patch-unshuffled images (3×3 per pixel, 12×12 for 2×2 patches of RGB)."""
+    a, b = (F.pixel_unshuffle(high_pass(z), patch).transpose(0, 1).flatten(1) for z in (x, x1))
+    w = torch.linalg.lstsq(b.T, a.T).solution.T  # a ≈ w @ b
+    return F.pixel_shuffle(torch.einsum("ij,njhw->nihw", w, F.pixel_unshuffle(x1, patch)), patch)
 
 
 def main() -> None:
@@ -55,8 +65,8 @@ def main() -> None:
             for tau in (0.97, 0.9):
                 report(f"{run} one step at tau = {tau}", gen.model(tau * x1, torch.tensor(tau)))
             if steps == 1:  # is the grain a copy of the input noise? remove its least-squares share
-                gamma = -(high_pass(x) * high_pass(x1)).sum() / high_pass(x1).square().sum()
-                report(f"{run} minus {-gamma:.3f}·x1", x + gamma * x1)
+                for patch in (1, 2):  # per pixel, and per 2×2 patch as the tiny network sees it
+                    report(f"{run} minus linear share of x1 ({patch}×{patch})", x - linear_share(x, x1, patch))
 
 
 if __name__ == "__main__":
