@@ -98,7 +98,7 @@ class _ProgressBar:
         elif isinstance(event, events.Progress) and self.bar is not None:
             self.bar.n = round(100 * event.fraction, 1)
             eta = "?" if event.eta_s is None else f"{int(event.eta_s) // 60}:{int(event.eta_s) % 60:02d}"
-            self.bar.set_description_str(f"{self.name} step {event.step}, loss {event.loss:.4g}, n {event.n}, "
+            self.bar.set_description_str(f"{self.name} step {event.step}, loss {event.loss:.4g}, n {event.n:.3g}, "
                                          f"{event.images_per_s:.0f} img/s, ETA {eta}")
         elif isinstance(event, events.CheckpointSaved) and self.bar is not None:
             self.bar.write(f"checkpoint: {event.path}")

@@ -21,7 +21,7 @@ class Progress:
     max_steps: int
     loss: float
     lr: float
-    n: int
+    n: float  # steps of the curriculum (continuous for ect_smooth)
     mu: float
     images_per_s: float
     elapsed_s: float

@@ -66,6 +66,17 @@ def ect_curriculum(k: float, K: int, s0: int, s1: int, warmup_fraction: float) -
     return min(s0 * 2 ** min(stage, stages - 1), s1)
 
 
+def ect_smooth_curriculum(k: float, K: int, s0: int, s1: int, warmup_fraction: float) -> float:
+    """`ect_curriculum` without the jumps: after the warm-up n grows geometrically and continuously,
+    from 1 (joining the warm-up's n = 1) or, with no warm-up, from s0, to s1 at the end of the run."""
+    warm = warmup_fraction * K
+    if k < warm:
+        return 1.0
+    start = 1.0 if warm > 0 else float(s0)
+    p = min(1.0, (k - warm) / max(1e-9, K - warm))
+    return start * (s1 / start) ** p
+
+
 def lognormal_k_probs(times: torch.Tensor, p_mean: float, p_std: float) -> torch.Tensor:
     """Probability of each k = 1..n given the grid t_0..t_n."""
     t = times.double()
@@ -81,7 +92,7 @@ class TimePairs:
     def __init__(self, config):
         self.c = config
 
-    def n(self, k: float, K: int) -> int:
+    def n(self, k: float, K: int) -> float:
         c = self.c
         if c.curriculum == "sqrt":
             return sqrt_curriculum(k, K, c.s0, c.s1)
@@ -91,6 +102,9 @@ class TimePairs:
             # A distilled student starts from the teacher, which already is a good denoiser.
             warmup = c.warmup_fraction if c.method == "ct" else 0.0
             return ect_curriculum(k, K, c.s0, c.s1, warmup)
+        if c.curriculum == "ect_smooth":
+            warmup = c.warmup_fraction if c.method == "ct" else 0.0
+            return ect_smooth_curriculum(k, K, c.s0, c.s1, warmup)
         return c.s1  # constant
 
     def target_ema(self, k: float, K: int) -> float:
@@ -104,7 +118,7 @@ class TimePairs:
 
     def sample(self, n: int, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(t, r) of shape [batch]: t = t_k, r = t_{k-1}, k drawn per sample."""
-        if self.c.curriculum == "ect":
+        if self.c.curriculum in ("ect", "ect_smooth"):
             t = sample_t(batch, self.c.k_sampling, self.c.p_mean, self.c.p_std, self.c.t_min, generator)
             return t, t * (1 - 1 / n)
         times = self.times(n)

@@ -84,7 +84,8 @@ class Trainer:
     def _setup(self) -> None:
         # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
         c = self.config = self.config.validate().replace(parametrization=self.config.concrete_parametrization(),
-                                                         lr=self.config.concrete_lr())
+                                                         lr=self.config.concrete_lr(),
+                                                         adam_beta2=self.config.concrete_adam_beta2())
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         if self.dataset is None:
@@ -114,7 +115,8 @@ class Trainer:
             self.target = copy.deepcopy(self.model).requires_grad_(False)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         opt_cls = torch.optim.RAdam if c.optimizer == "radam" else torch.optim.Adam
-        self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, betas=(0.9, c.adam_beta2),
+                                 weight_decay=c.weight_decay)
         self.use_autocast = self.device.type == "cuda" and c.precision != "fp32"
         self.amp_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and c.precision == "fp16")
@@ -225,7 +227,7 @@ class Trainer:
         self.on_event(events.Finished(self.step, reason))
         return self.step
 
-    def _train_step(self) -> tuple[float, int, float, float]:
+    def _train_step(self) -> tuple[float, float, float, float]:
         c = self.config
         k = self._fraction() * c.max_steps
         n, mu = self.pairs.n(k, c.max_steps), self.pairs.target_ema(k, c.max_steps)
@@ -262,9 +264,9 @@ class Trainer:
         ema_update(self.ema, self.model, ema_warmup(c.ema_eval, self.step))
         return value, n, mu, lr
 
-    def _log(self, loss: float, lr: float, n: int, mu: float, ips: float) -> None:
+    def _log(self, loss: float, lr: float, n: float, mu: float, ips: float) -> None:
         c = self.config
-        record = {"step": self.step, "loss": loss, "lr": lr, "n": n, "mu": mu, "images_per_s": round(ips, 2),
+        record = {"step": self.step, "loss": loss, "lr": lr, "n": round(n, 3), "mu": mu, "images_per_s": round(ips, 2),
                   "wall": round(self.elapsed, 3)}
         append_jsonl(self.run_dir / "metrics.jsonl", record)
         steps_per_s = ips / c.batch_size

@@ -11,7 +11,7 @@ SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "fid_demo.
 
 
 def test_the_benchmarks_are_found():  # else the parametrised test below checks nothing
-    assert {"quality.py", "ablate.py", "grain.py", "speed.py", "amp.py"} <= set(SCRIPTS)
+    assert {"quality.py", "ablate.py", "grain.py", "speed.py", "amp.py", "longrun.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -26,3 +26,20 @@ def test_fid_demo_metric_imports():
     done = subprocess.run([sys.executable, "-c", "import fid_demo; print(fid_demo.DemoFD.__name__)"],
                           capture_output=True, text=True, timeout=120, cwd=BENCHMARKS)
     assert done.returncode == 0 and "DemoFD" in done.stdout, done.stderr
+
+
+def test_longrun_finds_the_loss_spike_and_the_curriculum_jumps(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from longrun import largest_spike, loss_around_jumps
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    # flat loss 10 at n = 2, n doubles at step 600 (loss 15), one spike to 60 at step 1000
+    rows = [{"step": 50 * i, "loss": 10.0 if i < 12 else 15.0, "n": 2 if i < 12 else 4.0} for i in range(1, 30)]
+    rows[19]["loss"] = 60.0
+    ratio, step = largest_spike(rows)
+    assert step == 1000 and ratio == pytest.approx(60 / ((2 * 10 + 8 * 15) / 10))  # the 10 logs before it
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(__import__("json").dumps(r) for r in rows))
+    summary = loss_around_jumps(metrics)
+    assert summary.startswith("n 2→4: 10.0→") and "largest spike ×4.29 at step 1000" in summary

@@ -83,6 +83,8 @@ class TrainForm(QWidget):
         w["k_sampling"] = _combo(K_SAMPLINGS)
         w["warmup_steps"] = _int(0, 1_000_000, 50)
         w["grad_clip"] = _float(0, 1000, 2, 0.5)
+        w["adam_beta2"] = _float(0, 0.99999, 5, 0.001)
+        w["adam_beta2"].setSpecialValueText("auto")  # 0: 0.99 for CT/CD, 0.999 for a flow teacher
         w["log_every"] = _int(1, 100_000)
         w["preview_every"] = _int(0, 10_000_000, 50)
         w["checkpoint_every"] = _int(0, 10_000_000, 100)
@@ -113,6 +115,7 @@ class TrainForm(QWidget):
             "weighting": "Loss weight per noise level", "spacing": "Placement of the n noise levels",
             "k_sampling": "How the noise level of each example is drawn",
             "preview_every": "Steps between preview grids (0 = only at the end)",
+            "adam_beta2": "Optimizer second-moment rate. auto: 0.99 for CT/CD (follows their loss spikes), 0.999 for a flow teacher",
         }
         for name, tip in tips.items():
             w[name].setToolTip(tip)
@@ -141,6 +144,7 @@ class TrainForm(QWidget):
                             ("target_ema", "Target EMA"), ("ema_eval", "Eval EMA"), ("distance", "Distance"),
                             ("weighting", "Weighting"), ("spacing", "Spacing"), ("k_sampling", "k sampling"),
                             ("warmup_steps", "LR warm-up steps"), ("grad_clip", "Gradient clip"),
+                            ("adam_beta2", "Adam β2"),
                             ("log_every", "Log every"), ("preview_every", "Preview every"),
                             ("checkpoint_every", "Checkpoint every")):
             f.addRow(label, w[name])

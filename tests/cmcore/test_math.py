@@ -99,6 +99,20 @@ def test_ect_curriculum_warms_up_then_doubles():
     assert f(200) == 2 and f(399) == 2 and f(400) == 4 and f(600) == 8 and f(999) == 16
 
 
+def test_ect_smooth_curriculum_is_continuous_and_geometric():
+    f = lambda k: schedules.ect_smooth_curriculum(k, 1000, 2, 16, 0.2)
+    assert f(0) == f(199) == 1.0
+    # after the warm-up n = 16^p, p = (k - 200) / 800: it joins n = 1 and ends at s1
+    assert f(200) == pytest.approx(1.0) and f(600) == pytest.approx(4.0) and f(1000) == pytest.approx(16.0)
+    assert f(400) == pytest.approx(2.0)
+    # no warm-up (a distilled student): from s0 to s1
+    g = lambda k: schedules.ect_smooth_curriculum(k, 1000, 2, 16, 0.0)
+    assert g(0) == pytest.approx(2.0) and g(500) == pytest.approx(2 * 8**0.5) and g(1000) == pytest.approx(16.0)
+    steps = [f(k) for k in range(0, 1001, 7)]
+    assert all(b >= a for a, b in zip(steps, steps[1:]))
+    assert max(b / a for a, b in zip(steps, steps[1:])) < 1.03  # no jumps
+
+
 def test_lognormal_k_probabilities():
     t = schedules.karras_times(10)
     p = schedules.lognormal_k_probs(t, -1.1, 2.0)
@@ -108,14 +122,14 @@ def test_lognormal_k_probabilities():
     assert p[0].item() == pytest.approx(0.5 * (1 + math.erf((s1 + 1.1) / (2 * math.sqrt(2)))))
 
 
-@pytest.mark.parametrize("curriculum", ["ect", "doubling", "sqrt", "constant"])
+@pytest.mark.parametrize("curriculum", ["ect", "ect_smooth", "doubling", "sqrt", "constant"])
 def test_time_pairs_are_ordered_and_on_grid(curriculum):
     c = TrainConfig(curriculum=curriculum, s0=2, s1=32)
     pairs = schedules.TimePairs(c)
     n = pairs.n(500, 1000)
     t, r = pairs.sample(n, 256, torch.Generator().manual_seed(0))
     assert (r < t).all() and (r >= 0).all() and (t <= 1).all()
-    if curriculum == "ect":
+    if curriculum.startswith("ect"):
         torch.testing.assert_close(r, t * (1 - 1 / n))
     else:
         grid = pairs.times(n).float()

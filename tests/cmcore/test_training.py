@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cmcore import events
-from cmcore.config import LR_FROM_SCRATCH, LR_FROM_TEACHER
+from cmcore.config import BETA2_CONSISTENCY, BETA2_FLOW, LR_FROM_SCRATCH, LR_FROM_TEACHER
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
@@ -61,6 +61,8 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
     assert load_checkpoint(tmp_path / "teacher").config.parametrization == "reflow"
     assert load_checkpoint(tmp_path / "ct").config.parametrization == "blend"
     assert load_checkpoint(tmp_path / "ct").config.lr == LR_FROM_SCRATCH  # lr = 0 means auto, written out
+    assert load_checkpoint(tmp_path / "ct").config.adam_beta2 == BETA2_CONSISTENCY  # so is adam_beta2 = 0
+    assert load_checkpoint(tmp_path / "teacher").config.adam_beta2 == BETA2_FLOW
     assert load_generator(tmp_path / "ct").model.parametrization == "blend"
     assert load_generator(tmp_path / "ct").default_sampler == "multistep"
     assert load_generator(tmp_path / "teacher").default_sampler == "ode"
