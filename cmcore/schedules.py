@@ -11,6 +11,7 @@ All formulas map one to one onto the papers:
   target is x0 itself (plain denoising, which learns in minutes, like ECT's start from a
   diffusion model); then n doubles from s0 to s1, every stage getting equal time, so the
   target moves towards t gradually instead of racing to a fine grid.
+- ``ect_smooth_curriculum``: the same without jumps: n grows geometrically and continuously.
 - ``lognormal_k_probs``: improved CT's choice of k, p(k) ∝ Φ(ln σ_k) − Φ(ln σ_{k−1}) for
   ln σ ~ N(P_mean, P_std²); with ReFlow time, σ = t / (1 − t).
 """

@@ -115,7 +115,7 @@ class TrainForm(QWidget):
             "weighting": "Loss weight per noise level", "spacing": "Placement of the n noise levels",
             "k_sampling": "How the noise level of each example is drawn",
             "preview_every": "Steps between preview grids (0 = only at the end)",
-            "adam_beta2": "Optimizer second-moment rate. auto: 0.99 for CT/CD (follows their loss spikes), 0.999 for a flow teacher",
+            "adam_beta2": "Optimizer second-moment rate. auto: 0.99 for CT/CD (long runs recover from loss spikes with it), 0.999 for a flow teacher",
         }
         for name, tip in tips.items():
             w[name].setToolTip(tip)
