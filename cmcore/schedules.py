@@ -99,13 +99,11 @@ class TimePairs:
             return sqrt_curriculum(k, K, c.s0, c.s1)
         if c.curriculum == "doubling":
             return doubling_curriculum(k, K, c.s0, c.s1)
-        if c.curriculum == "ect":
+        if c.curriculum in ("ect", "ect_smooth"):
             # A distilled student starts from the teacher, which already is a good denoiser.
             warmup = c.warmup_fraction if c.method == "ct" else 0.0
-            return ect_curriculum(k, K, c.s0, c.s1, warmup)
-        if c.curriculum == "ect_smooth":
-            warmup = c.warmup_fraction if c.method == "ct" else 0.0
-            return ect_smooth_curriculum(k, K, c.s0, c.s1, warmup)
+            schedule = ect_curriculum if c.curriculum == "ect" else ect_smooth_curriculum
+            return schedule(k, K, c.s0, c.s1, warmup)
         return c.s1  # constant
 
     def target_ema(self, k: float, K: int) -> float:
