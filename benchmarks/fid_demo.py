@@ -117,5 +117,5 @@ class DemoFDEnsemble:
     def __call__(self, x: torch.Tensor) -> dict[str, float]:
         runs = [m(x) for m in self.members]
         fds = [r["fd"] for r in runs]
-        return {"fd": sum(fds) / len(fds), "fd_min": min(fds), "fd_max": max(fds),
+        return {"fd": sum(fds) / len(fds), "fd_min": min(fds), "fd_max": max(fds), "fd_each": fds,
                 "recognisable": sum(r["recognisable"] for r in runs) / len(runs)}
