@@ -28,6 +28,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from cmcore.metrics import read_jsonl  # noqa: E402
 STEPS = (1, 2, 4)
 
 
@@ -74,7 +75,7 @@ def train(args) -> None:
 
 def loss_around_jumps(metrics: Path) -> str:
     """Mean logged loss in the 500 steps before and after n passes each power of two, and at the end."""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    rows = read_jsonl(metrics)
     if not rows:
         return "no metrics logged"
     octave = [math.floor(math.log2(r["n"]) + 1e-9) for r in rows]
@@ -105,7 +106,7 @@ def largest_spike(rows: list[dict], window: int = 10) -> tuple[float, int]:
 
 
 def evaluate(args) -> None:
-    from fid_demo import DemoFD
+    from fid_demo import DemoFD, to_float
 
     seeds = [int(s) for s in args.classifiers.split(",")]
     metrics = [DemoFD(32, seed=s) for s in seeds]
@@ -115,7 +116,7 @@ def evaluate(args) -> None:
         samples = np.load(run / "samples.npz")
         cells = []
         for k in STEPS:
-            x = torch.from_numpy(samples[f"steps{k}"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            x = to_float(torch.from_numpy(samples[f"steps{k}"]).permute(0, 3, 1, 2))
             fds = [m(x) for m in metrics]
             cells.append(f"{np.mean([r['fd'] for r in fds]):.1f}/{np.mean([r['recognisable'] for r in fds]):.2f}")
         print(f"{summary['name']:16s} step {summary['step']:6d}  FD/recognisable at 1/2/4 steps: {'  '.join(cells)}")

@@ -87,6 +87,9 @@ def lognormal_k_probs(times: torch.Tensor, p_mean: float, p_std: float) -> torch
     return p / p.sum() if p.sum() > 0 else torch.full_like(p, 1 / len(p))
 
 
+CONTINUOUS_CURRICULA = ("ect", "ect_smooth")  # r = t·(1 − 1/n) with t drawn freely, not a grid
+
+
 class TimePairs:
     """Draws (t_k, t_{k-1}) pairs for consistency losses from the configured curriculum."""
 
@@ -99,7 +102,7 @@ class TimePairs:
             return sqrt_curriculum(k, K, c.s0, c.s1)
         if c.curriculum == "doubling":
             return doubling_curriculum(k, K, c.s0, c.s1)
-        if c.curriculum in ("ect", "ect_smooth"):
+        if c.curriculum in CONTINUOUS_CURRICULA:
             # A distilled student starts from the teacher, which already is a good denoiser.
             warmup = c.warmup_fraction if c.method == "ct" else 0.0
             schedule = ect_curriculum if c.curriculum == "ect" else ect_smooth_curriculum
@@ -115,9 +118,9 @@ class TimePairs:
     def times(self, n: int) -> torch.Tensor:
         return make_times(n, self.c.spacing, self.c.t_min, self.c.rho)
 
-    def sample(self, n: int, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: float, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(t, r) of shape [batch]: t = t_k, r = t_{k-1}, k drawn per sample."""
-        if self.c.curriculum in ("ect", "ect_smooth"):
+        if self.c.curriculum in CONTINUOUS_CURRICULA:
             t = sample_t(batch, self.c.k_sampling, self.c.p_mean, self.c.p_std, self.c.t_min, generator)
             return t, t * (1 - 1 / n)
         times = self.times(n)
