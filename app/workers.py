@@ -182,6 +182,7 @@ class TrainingWorker(BaseWorker):
     preview = Signal(object)  # events.Preview
     checkpoint_saved = Signal(object)  # events.CheckpointSaved
     run_finished = Signal(object)  # events.Finished
+    rolled_back = Signal(object)  # events.RolledBack
     history = Signal(object)  # dict[str, np.ndarray] of an earlier run's metrics (resume)
     error_context = "Training"
 
@@ -256,7 +257,8 @@ class TrainingWorker(BaseWorker):
             if history is not None:
                 self.history.emit(history)
         signal = {"Started": self.run_started, "Preview": self.preview,
-                  "CheckpointSaved": self.checkpoint_saved, "Finished": self.run_finished}.get(name)
+                  "CheckpointSaved": self.checkpoint_saved, "RolledBack": self.rolled_back,
+                  "Finished": self.run_finished}.get(name)
         if signal is not None:
             signal.emit(event)
 

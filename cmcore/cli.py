@@ -102,6 +102,9 @@ class _ProgressBar:
                                          f"{event.images_per_s:.0f} img/s, ETA {eta}")
         elif isinstance(event, events.CheckpointSaved) and self.bar is not None:
             self.bar.write(f"checkpoint: {event.path}")
+        elif isinstance(event, events.RolledBack) and self.bar is not None:
+            self.bar.write(f"loss spike (x{event.ratio:.1f}) at step {event.step}: rolled back to the weights of step "
+                           f"{event.to_step}")
 
     def close(self) -> None:
         if self.bar is not None:

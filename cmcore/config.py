@@ -71,6 +71,9 @@ class TrainConfig:
     warmup_steps: int = 100
     lr_min_ratio: float = 0.1  # cosine decays to lr * lr_min_ratio
     grad_clip: float = 1.0  # 0 disables
+    # roll back to recent good weights when the 50-step mean loss exceeds this many times the
+    # mean of the 500 steps before (cmcore/guard.py); 0 disables
+    spike_factor: float = 3.0
     weight_decay: float = 0.0
     ema_eval: float = 0.999  # evaluation EMA (previews, sampling); warmed up early on
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA only; falls back to fp32 on CPU)
@@ -153,6 +156,8 @@ class TrainConfig:
         for name in ("ema_eval", "target_ema", "mu0", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1)")
+        if self.spike_factor != 0 and self.spike_factor <= 1.0:
+            raise ConfigError(f"spike_factor must be above 1 (or 0 to disable), got {self.spike_factor}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("warmup_fraction must be in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:

@@ -42,6 +42,14 @@ class CheckpointSaved:
 
 
 @dataclass
+class RolledBack:
+    """The loss spiked (recent mean `ratio` times the earlier one): weights restored from `to_step`."""
+    step: int
+    to_step: int
+    ratio: float
+
+
+@dataclass
 class Finished:
     step: int
     reason: str  # max_steps | max_minutes | stopped

@@ -52,10 +52,32 @@ class ConsistencyTrainingLoss:
         return noise(x0, x1, r)
 
     def __call__(self, model, target_model, x0, x1, t, r) -> torch.Tensor:
+        rng = SameDropout(model, x0.device)
         pred = model(noise(x0, x1, t), t)
         with torch.no_grad():
-            target = target_model(self.target_input(x0, x1, t, r), r)
+            target_in = self.target_input(x0, x1, t, r)
+            rng.replay()
+            target = target_model(target_in, r)
         return loss_weight(t, r, self.weighting) * distance(pred, target, self.distance, self.huber_c)
+
+
+class SameDropout:
+    """Lets the target pass draw the prediction's dropout masks (as ECT does): with a stop-gradient
+    copy of θ as the target, other masks would add the masks' noise to the target itself."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.active = any(isinstance(m, torch.nn.Dropout) and m.p > 0 and m.training for m in model.modules())
+        if self.active:
+            self.device = device
+            self.cpu = torch.get_rng_state()
+            self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def replay(self) -> None:
+        """Rewind the random streams to where they were when this object was made."""
+        if self.active:
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
 
 
 class ConsistencyDistillationLoss(ConsistencyTrainingLoss):

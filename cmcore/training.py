@@ -21,6 +21,7 @@ from .metrics import append_jsonl
 from .config import TrainConfig
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, TrainingError
+from .guard import SpikeGuard
 from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
 from .nets import build_unet, count_parameters
 from .precond import ConsistencyFunction
@@ -134,10 +135,13 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(c.seed * 4 + 2)
         self.time_gen = torch.Generator().manual_seed(c.seed * 4 + 3)
         self.preview_seed = c.seed + 12345
+        self.guard = SpikeGuard(c.spike_factor)
         self.elapsed = 0.0
         self.step = 0
         if self.resume:
             self._restore()
+            if self.guard.enabled:  # the checkpoint was calm when written: the first rollback target
+                self.guard.add_snapshot(self.step, self._snapshot())
 
     def _load_teacher(self) -> ConsistencyFunction:
         ckpt = load_checkpoint(self.config.teacher)
@@ -177,6 +181,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and "cuda_rng" in state:  # dropout draws on the GPU
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.guard.load_state_dict(state.get("guard", {}))  # older checkpoints have none
         self.step, self.elapsed = ckpt.step, float(state["elapsed"])
         truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
 
@@ -205,10 +210,15 @@ class Trainer:
             if c.max_minutes > 0 and self.elapsed >= 60 * c.max_minutes:
                 reason = "max_minutes"
                 break
+            if self.guard.wants_snapshot(self.step) and not self._has_snapshot_at(self.step):
+                self.guard.add_snapshot(self.step, self._snapshot())
             started = time.perf_counter()
             loss, n, mu, lr = self._train_step()
             self.elapsed += time.perf_counter() - started
             self.step += 1
+            ratio = self.guard.observe(loss)
+            if ratio is not None:
+                self._roll_back(ratio)
             window_loss, window_count, window_images = window_loss + loss, window_count + 1, window_images + c.batch_size
             if self.step % c.log_every == 0 or self.step == c.max_steps:
                 now = time.perf_counter()
@@ -264,10 +274,42 @@ class Trainer:
         ema_update(self.ema, self.model, ema_warmup(c.ema_eval, self.step))
         return value, n, mu, lr
 
+    # --- the spike guard (cmcore/guard.py) ---------------------------------------------------------
+    def _snapshot(self) -> dict:
+        """Copies (on the CPU, off the accelerator's memory) of everything a rollback restores."""
+        def copy_sd(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+        snap = {"model": copy_sd(self.model), "ema": copy_sd(self.ema),
+                "optimizer": _to_cpu(self.optimizer.state_dict()),
+                "scaler": copy.deepcopy(self.scaler.state_dict())}
+        if self.target is not None:
+            snap["target"] = copy_sd(self.target)
+        return snap
+
+    def _has_snapshot_at(self, step: int) -> bool:
+        return bool(self.guard.snapshots) and self.guard.snapshots[-1][0] == step
+
+    def _roll_back(self, ratio: float) -> None:
+        found = self.guard.rollback_target(self.step)
+        if found is None:  # too early in the run, or this snapshot already failed max_rollbacks times
+            return
+        to_step, snap = found
+        self.model.load_state_dict(snap["model"])
+        self.ema.load_state_dict(snap["ema"])
+        if self.target is not None:
+            self.target.load_state_dict(snap["target"])
+        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))  # moves the state to the params' device
+        self.scaler.load_state_dict(snap["scaler"])
+        self.guard.rolled_back(to_step)
+        self.on_event(events.RolledBack(self.step, to_step, ratio))
+
     def _log(self, loss: float, lr: float, n: float, mu: float, ips: float) -> None:
         c = self.config
         record = {"step": self.step, "loss": loss, "lr": lr, "n": round(n, 3), "mu": mu, "images_per_s": round(ips, 2),
                   "wall": round(self.elapsed, 3)}
+        if self.guard.rollbacks:
+            record["rollbacks"] = self.guard.rollbacks
         append_jsonl(self.run_dir / "metrics.jsonl", record)
         steps_per_s = ips / c.batch_size
         remaining = (c.max_steps - self.step) / steps_per_s if steps_per_s > 0 else None
@@ -303,7 +345,7 @@ class Trainer:
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                  "data_gen": self.data_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
                  "time_gen": self.time_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "elapsed": torch.tensor(self.elapsed, dtype=torch.float64)}
+                 "elapsed": torch.tensor(self.elapsed, dtype=torch.float64), "guard": self.guard.state_dict()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         path = save_checkpoint(self.run_dir, self.step, self.config, weights, state,
@@ -311,3 +353,14 @@ class Trainer:
                                 "num_params": count_parameters(self.model)})
         self.on_event(events.CheckpointSaved(self.step, str(path)))
         return path
+
+
+def _to_cpu(value):
+    """A copy of a nested state dict with its tensors on the CPU (optimizer state for a snapshot)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value

@@ -85,6 +85,8 @@ class TrainForm(QWidget):
         w["grad_clip"] = _float(0, 1000, 2, 0.5)
         w["adam_beta2"] = _float(0, 0.99999, 5, 0.001)
         w["adam_beta2"].setSpecialValueText("auto")  # 0: 0.99 for CT/CD, 0.999 for a flow teacher
+        w["spike_factor"] = _float(0, 100, 1, 0.5)
+        w["spike_factor"].setSpecialValueText("off")
         w["log_every"] = _int(1, 100_000)
         w["preview_every"] = _int(0, 10_000_000, 50)
         w["checkpoint_every"] = _int(0, 10_000_000, 100)
@@ -116,6 +118,8 @@ class TrainForm(QWidget):
             "k_sampling": "How the noise level of each example is drawn",
             "preview_every": "Steps between preview grids (0 = only at the end)",
             "adam_beta2": "Optimizer second-moment rate. auto: 0.99 for CT/CD (long runs recover from loss spikes with it), 0.999 for a flow teacher",
+            "spike_factor": "Roll back to recent good weights when the loss of the last 50 steps exceeds this many times "
+                            "that of the 500 before (a spike that can ruin a consistency run). off: never",
         }
         for name, tip in tips.items():
             w[name].setToolTip(tip)
@@ -144,7 +148,7 @@ class TrainForm(QWidget):
                             ("target_ema", "Target EMA"), ("ema_eval", "Eval EMA"), ("distance", "Distance"),
                             ("weighting", "Weighting"), ("spacing", "Spacing"), ("k_sampling", "k sampling"),
                             ("warmup_steps", "LR warm-up steps"), ("grad_clip", "Gradient clip"),
-                            ("adam_beta2", "Adam β2"),
+                            ("adam_beta2", "Adam β2"), ("spike_factor", "Spike guard ×"),
                             ("log_every", "Log every"), ("preview_every", "Preview every"),
                             ("checkpoint_every", "Checkpoint every")):
             f.addRow(label, w[name])

@@ -63,6 +63,7 @@ class TrainPane(QWidget):
         self.run_dir: Path | None = None
         self.last_run: tuple[Path, str] | None = None  # (run dir, finish reason) of the previous run
         self.last_error: ErrorInfo | None = None
+        self.rollbacks: list[Any] = []  # events.RolledBack of the current run (the spike guard)
         self.step = 0
         self.max_steps = 0
         self._finish_reason = ""
@@ -248,11 +249,13 @@ class TrainPane(QWidget):
 
     def _launch(self, worker: TrainingWorker, run_dir: Path, max_steps: int) -> None:
         self.worker, self.run_dir, self.last_error = worker, run_dir, None
+        self.rollbacks = []
         self.step, self.max_steps, self._finish_reason = 0, max_steps, ""
         worker.run_started.connect(self._on_started)
         worker.progress.connect(self._on_progress)
         worker.preview.connect(self._on_preview)
         worker.checkpoint_saved.connect(self._on_checkpoint)
+        worker.rolled_back.connect(self._on_rolled_back)
         worker.run_finished.connect(self._on_finished)
         worker.history.connect(self._on_history)
         worker.failed.connect(self._on_failed)
@@ -324,13 +327,21 @@ class TrainPane(QWidget):
     def _on_checkpoint(self, event) -> None:
         self.status_message.emit(f"Checkpoint saved at step {event.step:,}")
 
+    def _on_rolled_back(self, event) -> None:
+        message = (f"Loss spike (×{event.ratio:.1f}) at step {event.step:,}: "
+                   f"rolled back to the weights of step {event.to_step:,}")
+        log.info("%s", message)
+        self.rollbacks.append(event)
+        self.status_message.emit(message)
+
     def _on_finished(self, event) -> None:
         self.step, self._finish_reason = event.step, event.reason
         if event.reason != "stopped":
             self.progress.setValue(1000)
         words = {"max_steps": "finished", "max_minutes": "time limit reached", "stopped": "stopped"}
+        spikes = f"; rolled back after {len(self.rollbacks)} loss spike(s)" if self.rollbacks else ""
         self.status.setText(f"{words.get(event.reason, event.reason).capitalize()} at step {event.step:,}; "
-                            "checkpoint saved")
+                            f"checkpoint saved{spikes}")
 
     def _on_failed(self, info: ErrorInfo) -> None:
         self.last_error = info

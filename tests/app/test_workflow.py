@@ -149,3 +149,40 @@ def test_cd_from_a_flow_teacher(qtbot, make_window, dialog_log):
     assert 'method = "cd"' in (student / "config.toml").read_text()
     assert str(teacher) in (student / "config.toml").read_text()
     qtbot.waitUntil(lambda: {r.method for r in rp.runs} == {"flow", "cd"}, timeout=30_000)
+
+
+def test_a_loss_spike_is_rolled_back_and_reported(qtbot, make_window, dialog_log, monkeypatch):
+    """The engine's spike guard, seen from the app: weights wrecked mid-run come back, and the
+    status line says so (short guard windows so that the test trains for seconds)."""
+    import functools
+
+    import torch
+
+    from cmcore import training
+    from cmcore.guard import SpikeGuard
+
+    monkeypatch.setattr(training, "SpikeGuard", functools.partial(SpikeGuard, window=4, history=16, snapshot_every=8))
+    original = training.Trainer._train_step
+
+    def wreck_at_step_30(trainer):
+        if trainer.step == 30:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.add_(torch.randn_like(p) * 3 * p.std().clamp_min(0.05))
+        return original(trainer)
+
+    monkeypatch.setattr(training.Trainer, "_train_step", wreck_at_step_30)
+    window = make_window(data="demo")
+    tp = window.train_pane
+    wait_for_data(qtbot, window)
+    window.show_pane("train")
+    configure(window, method="flow", max_steps=48, preview_every=0)
+    assert tp.form.widgets["spike_factor"].value() == 3.0
+    messages = []
+    window.statusBar().messageChanged.connect(messages.append)
+    qtbot.mouseClick(tp.start_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+    assert dialog_log.errors == []
+    assert [(e.to_step, e.ratio > 3) for e in tp.rollbacks] == [(24, True)]
+    assert "rolled back after 1 loss spike" in tp.status.text()
+    assert any("rolled back to the weights of step 24" in m for m in messages)

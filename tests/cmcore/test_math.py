@@ -169,6 +169,22 @@ def test_ct_target_at_r_zero_is_the_clean_image():
     torch.testing.assert_close(loss(f, f, x0, x1, t, r), expected)
 
 
+def test_the_target_pass_draws_the_predictions_dropout_masks():
+    # t = r: the target's input is the prediction's, so with the same dropout masks they agree exactly.
+    torch.manual_seed(0)
+    model = ConsistencyFunction(build_unet("tiny", 3, 16, dropout=0.5), "blend").train()
+    with torch.no_grad():  # a fresh net's zero output layer would hide the masks
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    x0, x1 = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    t = torch.full((4,), 0.5)
+    loss = ConsistencyTrainingLoss("l2", "uniform")(model, model, x0, x1, t, t)
+    assert torch.equal(loss, torch.zeros(4))
+    # ...where independent masks would not (the network's dropout is really active)
+    with torch.no_grad():
+        assert not torch.equal(model(noise(x0, x1, t), t), model(noise(x0, x1, t), t))
+
+
 def test_cd_euler_target_is_one_teacher_step():
     teacher = GaussianConsistency(M, S)
     x = torch.randn(3, 1, 4, 4)
