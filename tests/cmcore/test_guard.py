@@ -42,7 +42,9 @@ def test_a_disabled_guard_never_fires_and_takes_no_snapshots():
 def test_snapshots_are_taken_only_while_calm():
     guard = SpikeGuard(factor=3.0, window=2, history=4, snapshot_every=10)
     assert guard.wants_snapshot(0) and not guard.wants_snapshot(5)
-    feed(guard, [1.0] * 4 + [2.5] * 2)  # ×2.5: more than halfway to the factor
+    feed(guard, [1.0] * 4 + [1.4] * 2)
+    assert guard.wants_snapshot(10)
+    feed(guard, [1.0] * 4 + [1.6] * 2)  # rising, though far from the factor
     assert not guard.wants_snapshot(10)
 
 
