@@ -140,7 +140,7 @@ class Trainer:
         self.step = 0
         if self.resume:
             self._restore()
-            if self.guard.enabled:  # the checkpoint was calm when written: the first rollback target
+            if self.guard.enabled and self.guard.calm():  # the resumed weights: the first rollback target
                 self.guard.add_snapshot(self.step, self._snapshot())
 
     def _load_teacher(self) -> ConsistencyFunction:
