@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=512)
     ap.add_argument("--steps", type=int, default=4000, help="max_steps (the benchmark's budget); max_steps=N overrides")
     ap.add_argument("--eval-steps", default="1,2,4")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # NAME --steps 16000 key=value ... in any order
     over = {"max_steps": args.steps, "max_minutes": 0.0, "preview_every": 500, "checkpoint_every": 0, "log_every": 50, "device": "cpu",
             **parse_overrides(args.overrides)}
     run = args.out / args.name

@@ -32,7 +32,7 @@ EventCallback = Callable[[object], None]
 
 
 def build_model(config: TrainConfig, channels: int, resolution: int) -> ConsistencyFunction:
-    return ConsistencyFunction(build_unet(config.model, channels, resolution, config.dropout),
+    return ConsistencyFunction(build_unet(config.model, channels, resolution, config.concrete_dropout()),
                                config.concrete_parametrization())
 
 
@@ -86,7 +86,8 @@ class Trainer:
         # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
         c = self.config = self.config.validate().replace(parametrization=self.config.concrete_parametrization(),
                                                          lr=self.config.concrete_lr(),
-                                                         adam_beta2=self.config.concrete_adam_beta2())
+                                                         adam_beta2=self.config.concrete_adam_beta2(),
+                                                         dropout=self.config.concrete_dropout())
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         if self.dataset is None:

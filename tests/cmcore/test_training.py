@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cmcore import events
-from cmcore.config import BETA2_CONSISTENCY, BETA2_FLOW, LR_FROM_SCRATCH, LR_FROM_TEACHER
+from cmcore.config import BETA2_CONSISTENCY, BETA2_FLOW, DROPOUT_DISTILL, LR_FROM_SCRATCH, LR_FROM_TEACHER
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
@@ -70,6 +70,10 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
     student._setup()
     assert student.config.parametrization == "reflow"  # it starts from the teacher's weights
     assert student.config.lr == LR_FROM_TEACHER < LR_FROM_SCRATCH
+    # dropout < 0 means auto: the student drops, CT and the teacher do not; the net really has it
+    assert small_config.dropout < 0 and student.config.dropout == DROPOUT_DISTILL > 0
+    assert {m.p for m in student.model.modules() if isinstance(m, torch.nn.Dropout)} == {DROPOUT_DISTILL}
+    assert load_checkpoint(tmp_path / "ct").config.dropout == load_checkpoint(tmp_path / "teacher").config.dropout == 0
     fresh = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher"), init_from_teacher=False),
                     tmp_path / "cd_fresh")
     fresh._setup()
