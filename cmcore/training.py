@@ -278,15 +278,10 @@ class Trainer:
     # --- the spike guard (cmcore/guard.py) ---------------------------------------------------------
     def _snapshot(self) -> dict:
         """Copies (on the CPU, off the accelerator's memory) of everything a rollback restores."""
-        def copy_sd(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-        snap = {"model": copy_sd(self.model), "ema": copy_sd(self.ema),
-                "optimizer": _to_cpu(self.optimizer.state_dict()),
-                "scaler": copy.deepcopy(self.scaler.state_dict())}
+        parts = {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "scaler": self.scaler}
         if self.target is not None:
-            snap["target"] = copy_sd(self.target)
-        return snap
+            parts["target"] = self.target
+        return {name: _to_cpu(part.state_dict()) for name, part in parts.items()}
 
     def _has_snapshot_at(self, step: int) -> bool:
         return bool(self.guard.snapshots) and self.guard.snapshots[-1][0] == step
