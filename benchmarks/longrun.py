@@ -28,6 +28,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from cmcore.guard import SpikeGuard  # noqa: E402
 from cmcore.metrics import read_jsonl  # noqa: E402
 STEPS = (1, 2, 4)
 
@@ -96,12 +97,14 @@ def largest_spike(rows: list[dict], window: int = 10) -> tuple[float, int]:
 
     A doubling of n can double the weighted loss (×1.3–2 in healthy runs); the runs that
     collapsed jumped ×2.7–7.7 first."""
-    loss = np.array([r["loss"] for r in rows])
+    # The trainer's guard measures the same ratio (over steps, not logs): one piece of code for both.
+    guard = SpikeGuard(factor=0, window=1, history=window)
     best = (1.0, 0)
-    for i in range(window, len(loss)):
-        ratio = float(loss[i] / loss[i - window:i].mean())
-        if ratio > best[0]:
-            best = (ratio, rows[i]["step"])
+    for row in rows:
+        guard.observe(row["loss"])
+        ratio = guard.ratio()
+        if ratio is not None and ratio > best[0]:
+            best = (ratio, row["step"])
     return best
 
 
