@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fid_demo import DemoFD  # noqa: E402
+from fid_demo import DemoFDEnsemble  # noqa: E402
 
 from cmcore import TrainConfig  # noqa: E402
 from cmcore.export import make_grid, save_png  # noqa: E402
@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=512)
     ap.add_argument("--steps", type=int, default=4000, help="max_steps (the benchmark's budget); max_steps=N overrides")
     ap.add_argument("--eval-steps", default="1,2,4")
+    ap.add_argument("--classifiers", default="0", help="classifier seeds, e.g. 0,1,2: FD is their mean, each is printed")
     args = ap.parse_intermixed_args()  # NAME --steps 16000 key=value ... in any order
     over = {"max_steps": args.steps, "max_minutes": 0.0, "preview_every": 500, "checkpoint_every": 0, "log_every": 50, "device": "cpu",
             **parse_overrides(args.overrides)}
@@ -53,7 +54,7 @@ def main() -> None:
     if not (run / "checkpoints" / "latest").exists():
         Trainer(TrainConfig(**over), run).run()
     seconds = time.perf_counter() - started
-    metric = DemoFD(32)
+    metric = DemoFDEnsemble(32, [int(x) for x in args.classifiers.split(",")])
     gen = load_generator(run)
     results = {}
     for k in map(int, args.eval_steps.split(",")):
@@ -61,6 +62,8 @@ def main() -> None:
         results[k] = metric(x)
         save_png(run / f"eval_{k}steps.png", make_grid(to_uint8(x[:64])), {})
     line = " ".join(f"{k}:{r['fd']:.1f}/{r['recognisable']:.2f}" for k, r in results.items())
+    if len(metric.members) > 1:
+        line += "  each " + " ".join(f"{k}:" + "/".join(f"{fd:.1f}" for fd in r["fd_each"]) for k, r in results.items())
     print(f"{args.name:24s} {line}  step {gen.step} train {seconds:.0f}s  {over}")
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps({"name": args.name, "over": over, "seconds": seconds, "step": gen.step,

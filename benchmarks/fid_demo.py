@@ -11,6 +11,9 @@ several demo images, blurred images, smoothed noise and shapes under heavy noise
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +71,30 @@ def train_classifier(resolution: int, channels: int = 3, steps: int = 1500, seed
     return net.eval()
 
 
+# Training a classifier takes minutes on a busy CPU; every evaluation of a benchmark needs the same ones.
+CACHE = Path(os.environ.get("DEMO_FD_CACHE", Path(__file__).resolve().parent.parent / "runs" / ".fid_classifiers"))
+
+
+def cached_classifier(resolution: int, channels: int, seed: int, steps: int = 1500) -> ShapeNet:
+    path = CACHE / f"shapenet_r{resolution}_c{channels}_seed{seed}_steps{steps}.pt"
+    if path.exists():
+        net = ShapeNet(channels, classes=5)
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return net.eval()
+    # One thread while training: the classifier (and so every FD) is then the same on any machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = train_classifier(resolution, channels, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(net.state_dict(), tmp)
+    tmp.replace(path)
+    return net
+
+
 @torch.no_grad()
 def features(net: ShapeNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     out = [(net.features(chunk), ) for chunk in x.split(256)]
@@ -90,12 +117,7 @@ class DemoFD:
 
     def __init__(self, resolution: int, channels: int = 3, reference: int = 2048, seed: int = 0):
         # One thread while training: the classifier (and so every FD) is then the same on any machine.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            self.net = train_classifier(resolution, channels, seed=seed)
-        finally:
-            torch.set_num_threads(threads)
+        self.net = cached_classifier(resolution, channels, seed)
         ref, labels = make_demo(resolution, channels, count=reference, seed=2000)
         self.ref_feats, probs = features(self.net, to_float(ref))
         self.accuracy = float((probs.argmax(1) == labels).float().mean())
