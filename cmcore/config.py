@@ -100,6 +100,8 @@ class TrainConfig:
     p_std: float = 2.0
     weighting: str = "inverse_dt"
     teacher_solver: str = "heun"  # cd: one teacher step with euler or heun
+    anchor: int = 0  # cd: pairs per batch taken at (t, r) = (1, 0) with the teacher's whole ODE as its step
+    anchor_steps: int = 8  # cd: Heun steps of that ODE solve (2·steps − 1 teacher evaluations)
     flow_weighting: str = "uniform"  # flow loss weight w(t): uniform | lognormal (SD3-style, middle times)
 
     # --- logging / saving -----------------------------------------------------------------
@@ -168,6 +170,8 @@ class TrainConfig:
             raise ConfigError(f"spike_factor must be above 1 (or 0 to disable), got {self.spike_factor}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("warmup_fraction must be in [0, 1)")
+        if self.anchor < 0 or self.anchor_steps < 1:
+            raise ConfigError("anchor must be 0 or more and anchor_steps at least 1")
         if self.dropout >= 1.0:
             raise ConfigError("dropout must be below 1 (or negative for the automatic choice)")
         if self.method == "cd" and not self.teacher:

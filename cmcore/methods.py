@@ -9,6 +9,7 @@ import math
 import torch
 
 from .precond import ConsistencyFunction, noise
+from .sampling import default_times, ode_heun
 from .schedules import loss_weight
 
 
@@ -81,15 +82,37 @@ class SameDropout:
 
 
 class ConsistencyDistillationLoss(ConsistencyTrainingLoss):
-    """CD: the target input is one teacher ODE step (Euler or Heun on v_φ) from x_{t_k} to t_{k−1}."""
+    """CD: the target input is one teacher ODE step (Euler or Heun on v_φ) from x_{t_k} to t_{k−1}.
 
-    def __init__(self, teacher: ConsistencyFunction, solver: str = "heun", **kwargs):
+    With ``anchor = A`` the first A pairs of each batch are the top link of the chain taken whole:
+    t = 1, r = 0, and the teacher's step is its ODE solved from x1 to 0 in ``anchor_steps`` Heun
+    steps. By the boundary condition the target f(x_0, 0) is that solution itself, so these pairs
+    pin f(x1, 1), the one-step sampler, to the teacher's trajectory directly instead of only through
+    the n links below it. They are weighted as a pair at t = 1 of the current grid (λ = n).
+    """
+
+    def __init__(self, teacher: ConsistencyFunction, solver: str = "heun", anchor: int = 0, anchor_steps: int = 8,
+                 **kwargs):
         super().__init__(**kwargs)
         self.teacher, self.solver = teacher, solver
+        self.anchor, self.anchor_steps = anchor, anchor_steps
+
+    def __call__(self, model, target_model, x0, x1, t, r, n: float = 1.0) -> torch.Tensor:
+        a = min(self.anchor, len(t))
+        if not a:
+            return super().__call__(model, target_model, x0, x1, t, r)
+        top = torch.arange(len(t), device=t.device) < a
+        t, r = torch.where(top, 1.0, t), torch.where(top, 0.0, r)
+        loss = super().__call__(model, target_model, x0, x1, t, r)
+        return loss * torch.where(top, float(n), 1.0)  # λ(1, 0) = 1 → n, as a pair (1, 1 − 1/n)
 
     @torch.no_grad()
     def target_input(self, x0, x1, t, r) -> torch.Tensor:
-        return teacher_step(self.teacher, noise(x0, x1, t), t, r, self.solver)
+        a = min(self.anchor, len(t))
+        x = teacher_step(self.teacher, noise(x0[a:], x1[a:], t[a:]), t[a:], r[a:], self.solver)
+        if a:  # at t = 1, x_t is x1 itself
+            x = torch.cat([ode_heun(self.teacher, x1[:a], default_times(self.anchor_steps)), x])
+        return x
 
 
 @torch.no_grad()

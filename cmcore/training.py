@@ -127,8 +127,8 @@ class Trainer:
         if c.method == "flow":
             self.loss_fn = FlowLoss(c.flow_weighting)
         elif c.method == "cd":
-            self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.teacher_solver, distance=c.distance,
-                                                       weighting=c.weighting, huber_c=c.huber_c)
+            self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.teacher_solver, c.anchor, c.anchor_steps,
+                                                       distance=c.distance, weighting=c.weighting, huber_c=c.huber_c)
         else:
             self.loss_fn = ConsistencyTrainingLoss(c.distance, c.weighting, c.huber_c)
 
@@ -255,7 +255,8 @@ class Trainer:
                 else:
                     t, r = self.pairs.sample(n, c.batch_size, self.time_gen)
                     target = self.target if self.target is not None else self.model
-                    loss = self.loss_fn(self.model, target, x0, x1, t.to(self.device), r.to(self.device)).mean()
+                    extra = {"n": n} if c.method == "cd" else {}
+                    loss = self.loss_fn(self.model, target, x0, x1, t.to(self.device), r.to(self.device), **extra).mean()
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at step {self.step + 1}: lower the learning rate "

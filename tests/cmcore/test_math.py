@@ -209,6 +209,28 @@ def test_cd_loss_of_exact_function_is_zero(solver, tol):
     assert loss(wrong, wrong, x0, x1, t, r).mean().item() > 1e-5  # the loss can tell
 
 
+def test_cd_anchor_pairs_take_the_teachers_whole_ode_from_noise():
+    teacher = GaussianTeacher(M, S)
+    x0, x1 = _gaussian_batch(n=6)
+    t, r = torch.full((6,), 0.6), torch.full((6,), 0.5)
+    loss = ConsistencyDistillationLoss(teacher, "heun", anchor=2, anchor_steps=8, distance="l2", weighting="uniform")
+    target_in = loss.target_input(x0, x1, torch.tensor([1.0, 1.0, 0.6, 0.6, 0.6, 0.6]), torch.tensor([0.0, 0.0, .5, .5, .5, .5]))
+    torch.testing.assert_close(target_in[:2], ode_heun(teacher, x1[:2], default_times(8)))
+    torch.testing.assert_close(target_in[2:], teacher_step(teacher, noise(x0[2:], x1[2:], t[2:]), t[2:], r[2:], "heun"))
+    # the anchor rows compare f(x1, 1) with that solution (f(·, 0) is the identity), weighted by n
+    wrong = GaussianConsistency(M + 0.2, S * 1.5)
+    got = loss(wrong, wrong, x0, x1, t, r, n=4)
+    expected = 4 * (wrong(x1[:2], 1.0) - target_in[:2]).flatten(1).square().mean(1)
+    torch.testing.assert_close(got[:2], expected)
+    torch.testing.assert_close(got[2:], ConsistencyDistillationLoss(teacher, "heun", distance="l2", weighting="uniform")(
+        wrong, wrong, x0[2:], x1[2:], t[2:], r[2:]))
+    # and the exact consistency function meets the teacher's exact trajectory there, as the solve refines
+    exact = GaussianConsistency(M, S)
+    errors = [ConsistencyDistillationLoss(teacher, "heun", anchor=2, anchor_steps=k, distance="l2", weighting="uniform")(
+        exact, exact, x0, x1, t, r)[:2].max().item() for k in (8, 64)]
+    assert errors[1] < 1e-4 and errors[1] < errors[0] / 4
+
+
 def test_ct_gradient_vanishes_at_the_exact_function():
     """CT's minimiser is the exact consistency function: the stop-gradient CT loss has zero
     expected gradient there (as Δt → 0), and a clear gradient away from it."""

@@ -54,6 +54,21 @@ def test_cd_from_a_flow_teacher(small_config, tmp_path):
     assert torch.equal(student.model.state_dict()[name], teacher[name])
 
 
+def test_cd_with_anchor_pairs_trains_and_passes_n(small_config, tmp_path, monkeypatch):
+    from cmcore import methods
+
+    run(small_config.replace(method="flow"), tmp_path / "teacher")
+    seen_n, call = [], methods.ConsistencyDistillationLoss.__call__
+    monkeypatch.setattr(methods.ConsistencyDistillationLoss, "__call__",
+                        lambda self, *a, n=1.0: seen_n.append(n) or call(self, *a, n=n))
+    config = small_config.replace(method="cd", teacher=str(tmp_path / "teacher"), anchor=2, anchor_steps=2, s1=8)
+    step, seen = run(config, tmp_path / "cd")
+    assert step == 12 and all(math.isfinite(e.loss) for e in seen if isinstance(e, events.Progress))
+    assert seen_n[0] == config.s0 and seen_n[-1] == 8  # the anchor pairs are weighted by the curriculum's n
+    with pytest.raises(ConfigError, match="anchor"):
+        config.replace(anchor_steps=0).validate()
+
+
 def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_config, tmp_path):
     assert small_config.parametrization == "auto" and small_config.lr == 0
     run(small_config.replace(method="flow"), tmp_path / "teacher")
