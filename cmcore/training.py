@@ -87,7 +87,8 @@ class Trainer:
         c = self.config = self.config.validate().replace(parametrization=self.config.concrete_parametrization(),
                                                          lr=self.config.concrete_lr(),
                                                          adam_beta2=self.config.concrete_adam_beta2(),
-                                                         dropout=self.config.concrete_dropout())
+                                                         dropout=self.config.concrete_dropout(),
+                                                         distance=self.config.concrete_distance())
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         if self.dataset is None:

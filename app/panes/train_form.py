@@ -19,6 +19,7 @@ METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flo
 MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
 PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v",
                 "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
+DISTANCE_LABELS = {"auto": "auto (L1 for CD, pseudo-Huber for CT)", "pseudo_huber": "pseudo-Huber", "l2": "L2", "l1": "L1"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
 
@@ -77,7 +78,7 @@ class TrainForm(QWidget):
         w["s1"] = _int(1, 100_000)
         w["target_ema"] = _float(0, 0.99999, 5, 0.001)
         w["ema_eval"] = _float(0, 0.99999, 5, 0.0005)
-        w["distance"] = _combo(DISTANCES)
+        w["distance"] = _combo(DISTANCES, DISTANCE_LABELS)
         w["weighting"] = _combo(WEIGHTINGS)
         w["spacing"] = _combo(SPACINGS)
         w["k_sampling"] = _combo(K_SAMPLINGS)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cmcore import events
-from cmcore.config import BETA2_CONSISTENCY, BETA2_FLOW, DROPOUT_DISTILL, LR_FROM_SCRATCH, LR_FROM_TEACHER
+from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DISTANCE_DISTILL, DROPOUT_DISTILL,
+                           LR_FROM_SCRATCH, LR_FROM_TEACHER)
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
@@ -89,6 +90,10 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
     assert small_config.dropout < 0 and student.config.dropout == DROPOUT_DISTILL > 0
     assert {m.p for m in student.model.modules() if isinstance(m, torch.nn.Dropout)} == {DROPOUT_DISTILL}
     assert load_checkpoint(tmp_path / "ct").config.dropout == load_checkpoint(tmp_path / "teacher").config.dropout == 0
+    # distance "auto": the student's loss uses L1, CT keeps pseudo-Huber
+    assert small_config.distance == "auto" and DISTANCE_DISTILL != DISTANCE_DEFAULT
+    assert student.config.distance == student.loss_fn.distance == DISTANCE_DISTILL
+    assert load_checkpoint(tmp_path / "ct").config.distance == DISTANCE_DEFAULT
     fresh = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher"), init_from_teacher=False),
                     tmp_path / "cd_fresh")
     fresh._setup()
