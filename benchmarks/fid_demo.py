@@ -116,7 +116,6 @@ class DemoFD:
     """fd(x) for generated images x in [-1, 1]; reference = held-out demo images."""
 
     def __init__(self, resolution: int, channels: int = 3, reference: int = 2048, seed: int = 0):
-        # One thread while training: the classifier (and so every FD) is then the same on any machine.
         self.net = cached_classifier(resolution, channels, seed)
         ref, labels = make_demo(resolution, channels, count=reference, seed=2000)
         self.ref_feats, probs = features(self.net, to_float(ref))
