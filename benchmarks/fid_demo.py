@@ -11,6 +11,7 @@ several demo images, blurred images, smoothed noise and shapes under heavy noise
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmcore.checkpoint import atomic_write_bytes
 from cmcore.demo import make_demo
 
 
@@ -88,10 +90,9 @@ def cached_classifier(resolution: int, channels: int, seed: int, steps: int = 15
         net = train_classifier(resolution, channels, steps, seed)
     finally:
         torch.set_num_threads(threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(net.state_dict(), tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())  # two evaluations at once never read half a file
     return net
 
 

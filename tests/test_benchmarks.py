@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "fid_demo.py")
@@ -43,3 +44,17 @@ def test_longrun_finds_the_loss_spike_and_the_curriculum_jumps(tmp_path):
     metrics.write_text("\n".join(__import__("json").dumps(r) for r in rows))
     summary = loss_around_jumps(metrics)
     assert summary.startswith("n 2→4: 10.0→") and "largest spike ×4.29 at step 1000" in summary
+
+
+def test_fid_classifiers_are_trained_once_then_loaded(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import fid_demo
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    monkeypatch.setattr(fid_demo, "CACHE", tmp_path)
+    trained = fid_demo.cached_classifier(16, 3, seed=0, steps=3)
+    assert [p.name for p in tmp_path.iterdir()] == ["shapenet_r16_c3_seed0_steps3.pt"]
+    monkeypatch.setattr(fid_demo, "train_classifier", lambda *a, **k: pytest.fail("retrained a cached classifier"))
+    loaded = fid_demo.cached_classifier(16, 3, seed=0, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
