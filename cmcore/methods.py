@@ -52,7 +52,8 @@ class ConsistencyTrainingLoss:
     def target_input(self, x0, x1, t, r) -> torch.Tensor:
         return noise(x0, x1, r)
 
-    def __call__(self, model, target_model, x0, x1, t, r) -> torch.Tensor:
+    def __call__(self, model, target_model, x0, x1, t, r, n: float = 1.0) -> torch.Tensor:
+        """n: the curriculum's current step count (CT's weight needs only t and r; CD's anchors use it)."""
         rng = SameDropout(model, x0.device)
         pred = model(noise(x0, x1, t), t)
         with torch.no_grad():

@@ -256,8 +256,7 @@ class Trainer:
                 else:
                     t, r = self.pairs.sample(n, c.batch_size, self.time_gen)
                     target = self.target if self.target is not None else self.model
-                    extra = {"n": n} if c.method == "cd" else {}
-                    loss = self.loss_fn(self.model, target, x0, x1, t.to(self.device), r.to(self.device), **extra).mean()
+                    loss = self.loss_fn(self.model, target, x0, x1, t.to(self.device), r.to(self.device), n=n).mean()
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at step {self.step + 1}: lower the learning rate "
