@@ -141,6 +141,12 @@ class TrainConfig:
             return self.parametrization
         return "reflow" if self.method == "flow" else "blend"
 
+    def resolved(self) -> "TrainConfig":
+        """This configuration with every automatic choice replaced by the value it stands for."""
+        return self.replace(parametrization=self.concrete_parametrization(), lr=self.concrete_lr(),
+                            adam_beta2=self.concrete_adam_beta2(), dropout=self.concrete_dropout(),
+                            distance=self.concrete_distance())
+
     def validate(self) -> "TrainConfig":
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:

@@ -84,11 +84,7 @@ class Trainer:
     # --- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
         # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
-        c = self.config = self.config.validate().replace(parametrization=self.config.concrete_parametrization(),
-                                                         lr=self.config.concrete_lr(),
-                                                         adam_beta2=self.config.concrete_adam_beta2(),
-                                                         dropout=self.config.concrete_dropout(),
-                                                         distance=self.config.concrete_distance())
+        c = self.config = self.config.validate().resolved()
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         if self.dataset is None:
