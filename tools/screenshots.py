@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ def pause(app, seconds: float) -> None:
     wait(app, lambda end=time.monotonic() + seconds: time.monotonic() > end, seconds + 1, "a pause")
 
 
-def shoot(theme: str, steps: int, resolution: int, out: Path) -> None:
+def shoot(theme: str, steps: int, resolution: int, out: Path, gallery_run: Path | None = None) -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["CONSISTENCY_STUDIO_THEME"] = theme
     tmp = Path(tempfile.mkdtemp(prefix="cs-screens-"))
@@ -73,6 +74,13 @@ def shoot(theme: str, steps: int, resolution: int, out: Path) -> None:
         raise SystemExit(f"error while training: {errors[0]}")
 
     wait(app, lambda: gp.result is not None and not gp.sampling.busy, 120, "the gallery")
+    if gallery_run:  # a longer run than the screenshot's own, so the gallery shows what training gives
+        shutil.copytree(gallery_run, tmp / "runs" / gallery_run.name, ignore=shutil.ignore_patterns("eval_*", "previews"))
+        rp.refresh()
+        wait(app, lambda: rp.table.rowCount() >= 2, 60, "the copied run")
+        window.open_in_gallery(str(tmp / "runs" / gallery_run.name))
+        wait(app, lambda: gp.result is not None and Path(gp.result.request.source).name == gallery_run.name
+             and not gp.sampling.busy, 120, "the copied run's samples")
     gp.steps.setValue(4)
     wait(app, lambda: not gp.sampling.busy and gp.result.request.steps == 4, 120, "sampling")
     window.show_pane("gallery")
@@ -97,14 +105,16 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=800, help="training steps before the screenshots")
     p.add_argument("--resolution", type=int, default=16, help="image size (16 trains fast on a CPU)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    p.add_argument("--gallery-run", type=Path, help="a trained run directory to show in the gallery (copied)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.theme != "both":
-        shoot(args.theme, args.steps, args.resolution, args.out)
+        shoot(args.theme, args.steps, args.resolution, args.out, args.gallery_run)
         return 0
     for theme in ("light", "dark"):  # one process per theme: the palette is set once per QApplication
         cmd = [sys.executable, __file__, "--theme", theme, "--steps", str(args.steps),
                "--resolution", str(args.resolution), "--out", str(args.out)]
+        cmd += ["--gallery-run", str(args.gallery_run)] if args.gallery_run else []
         if subprocess.call(cmd) != 0:
             return 1
     return 0
