@@ -11,6 +11,7 @@ from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DIST
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
+from cmcore.runs import list_runs
 from cmcore.training import Trainer
 
 
@@ -192,6 +193,16 @@ def test_max_minutes_ends_the_run(small_config, tmp_path):
 def test_progress_fraction_follows_the_steps_without_a_time_limit(small_config, tmp_path):
     _, seen = run(small_config.replace(max_minutes=0), tmp_path / "steps")
     assert [e.fraction for e in seen if isinstance(e, events.Progress)] == pytest.approx([i / 12 for i in range(2, 13, 2)])
+
+
+def test_run_listing_counts_steps_saved_after_the_last_log_line(small_config, tmp_path):
+    trainer = Trainer(small_config.replace(preview_every=3, checkpoint_every=0), tmp_path / "runs" / "stopped")
+    trainer.on_event = lambda e: isinstance(e, events.Preview) and trainer.request_stop()
+    trainer.run()  # logs at step 2, stops after the preview at step 3 and saves it
+    (tmp_path / "runs" / "empty").mkdir()
+    [info] = list_runs(tmp_path / "runs")
+    assert read_jsonl(info.path / "metrics.jsonl")[-1]["step"] == 2
+    assert (info.name, info.method, info.step, info.max_steps, info.has_checkpoint) == ("stopped", "ct", 3, 12, True)
 
 
 def test_new_run_refuses_a_folder_with_a_run(small_config, tmp_path):
