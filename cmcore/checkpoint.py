@@ -96,12 +96,25 @@ class Checkpoint:
             raise CheckpointError(f"cannot read training state {p}: {type(exc).__name__}") from None
 
 
+def checkpoint_name(step: int) -> str:
+    """The file stem of the checkpoint saved at `step` (and what `latest` holds): step_0000373."""
+    return f"step_{step:07d}"
+
+
+def latest_step(run_dir: Path) -> int:
+    """The step of a run's newest complete checkpoint, read from its `latest` pointer; 0 when none."""
+    try:
+        return int((Path(run_dir) / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+    except (OSError, ValueError):
+        return 0
+
+
 def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict[str, dict[str, torch.Tensor]],
                     state: dict, extra_meta: dict | None = None) -> Path:
     from . import __version__
 
     ckpt_dir = Path(run_dir) / "checkpoints"
-    name = f"step_{step:07d}"
+    name = checkpoint_name(step)
     tensors = {f"{group}.{k}": v.detach().to("cpu").contiguous() for group, sd in weights.items() for k, v in sd.items()}
     meta = {"format": FORMAT, "version": __version__, "step": str(step), "config": json.dumps(config.to_dict()),
             **{k: str(v) for k, v in (extra_meta or {}).items()}}

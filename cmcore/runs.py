@@ -6,9 +6,10 @@ from pathlib import Path
 
 import platformdirs
 
-from .metrics import read_jsonl
+from .checkpoint import latest_step
 from .config import TrainConfig
 from .errors import ConfigError
+from .metrics import read_jsonl
 
 
 @dataclass
@@ -37,16 +38,8 @@ def read_run(path: Path) -> RunInfo | None:
     latest = path / "checkpoints" / "latest"
     stamps = [p.stat().st_mtime for p in (path / "config.toml", path / "metrics.jsonl", latest) if p.exists()]
     # A stop between two log lines saves steps the metrics do not show yet; resuming starts there.
-    step = max(int(last.get("step", 0)), _checkpoint_step(latest))
+    step = max(int(last.get("step", 0)), latest_step(path))
     return RunInfo(path, path.name, config.method, step, config.max_steps, last.get("loss"), max(stamps), latest.exists())
-
-
-def _checkpoint_step(latest: Path) -> int:
-    """The step in the name the `latest` pointer holds (step_0000373 → 373); 0 when none."""
-    try:
-        return int(latest.read_text().strip().removeprefix("step_"))
-    except (OSError, ValueError):
-        return 0
 
 
 def list_runs(workspace: str | Path) -> list[RunInfo]:

@@ -8,7 +8,7 @@ import torch
 from cmcore import events
 from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DISTANCE_DISTILL, DROPOUT_DISTILL,
                            LR_FROM_SCRATCH, LR_FROM_TEACHER)
-from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
+from cmcore.checkpoint import checkpoint_name, find_checkpoint, latest_step, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
 from cmcore.runs import list_runs
@@ -137,9 +137,11 @@ def test_resume_continues_exactly(small_config, tmp_path):
 def test_resume_drops_metrics_logged_after_the_last_checkpoint(small_config, tmp_path):
     run(small_config.replace(checkpoint_every=6, max_steps=12), tmp_path / "r")
     ckpt_dir = tmp_path / "r" / "checkpoints"
-    (ckpt_dir / "latest").write_text("step_0000006")  # as if the process died after step 6's checkpoint
-    for p in ckpt_dir.glob("step_0000012*"):
+    assert latest_step(tmp_path / "r") == 12
+    (ckpt_dir / "latest").write_text(checkpoint_name(6))  # as if the process died after step 6's checkpoint
+    for p in ckpt_dir.glob(f"{checkpoint_name(12)}*"):
         p.unlink()
+    assert latest_step(tmp_path / "r") == 6
     Trainer(None, tmp_path / "r", resume=True).run()
     steps = [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 12
