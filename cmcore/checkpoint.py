@@ -23,6 +23,7 @@ from safetensors import safe_open
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
+from .layout import checkpoint_name
 from .metrics import read_jsonl
 
 FORMAT = "consistency-studio/1"
@@ -94,19 +95,6 @@ class Checkpoint:
             return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or foreign: never unpickle arbitrary objects
             raise CheckpointError(f"cannot read training state {p}: {type(exc).__name__}") from None
-
-
-def checkpoint_name(step: int) -> str:
-    """The file stem of the checkpoint saved at `step` (and what `latest` holds): step_0000373."""
-    return f"step_{step:07d}"
-
-
-def latest_step(run_dir: Path) -> int:
-    """The step of a run's newest complete checkpoint, read from its `latest` pointer; 0 when none."""
-    try:
-        return int((Path(run_dir) / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
-    except (OSError, ValueError):
-        return 0
 
 
 def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict[str, dict[str, torch.Tensor]],

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import platformdirs
 
-from .checkpoint import latest_step
 from .config import TrainConfig
 from .errors import ConfigError
+from .layout import latest_step
 from .metrics import read_jsonl
 
 

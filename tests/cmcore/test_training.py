@@ -8,9 +8,10 @@ import torch
 from cmcore import events
 from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DISTANCE_DISTILL, DROPOUT_DISTILL,
                            LR_FROM_SCRATCH, LR_FROM_TEACHER)
-from cmcore.checkpoint import checkpoint_name, find_checkpoint, latest_step, load_checkpoint, read_jsonl
+from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
+from cmcore.layout import checkpoint_name, latest_step
 from cmcore.runs import list_runs
 from cmcore.training import Trainer
 
