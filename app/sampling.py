@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cmcore.layout import latest_pointer
+
 if TYPE_CHECKING:  # numpy loads after the window is shown
     import numpy as np
 
@@ -68,7 +70,7 @@ class GeneratorCache:
 
     @staticmethod
     def _version(source: str) -> float:
-        latest = Path(source) / "checkpoints" / "latest"
+        latest = latest_pointer(source)
         path = latest if latest.exists() else Path(source)
         try:
             return path.stat().st_mtime

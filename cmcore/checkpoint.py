@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
-from .layout import checkpoint_name
+from .layout import PREFIX, checkpoint_name
 from .metrics import read_jsonl
 
 FORMAT = "consistency-studio/1"
@@ -115,7 +115,7 @@ def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict
 
 
 def _prune(ckpt_dir: Path, keep: int) -> None:
-    names = sorted(p.name[: -len(".safetensors")] for p in ckpt_dir.glob("step_*.safetensors"))
+    names = sorted(p.name[: -len(".safetensors")] for p in ckpt_dir.glob(f"{PREFIX}*.safetensors"))
     for name in names[:-keep]:
         for suffix in (".safetensors", ".state.pt"):
             (ckpt_dir / f"{name}{suffix}").unlink(missing_ok=True)
@@ -134,7 +134,7 @@ def find_checkpoint(path: str | Path) -> Path:
         candidate = ckpt_dir / f"{latest.read_text().strip()}.safetensors"
         if candidate.is_file():
             return candidate
-    found = sorted(ckpt_dir.glob("step_*.safetensors"))
+    found = sorted(ckpt_dir.glob(f"{PREFIX}*.safetensors"))
     if not found:
         raise CheckpointError(f"no checkpoint in {path}: train first, or pick a .safetensors file")
     return found[-1]

@@ -8,7 +8,7 @@ import platformdirs
 
 from .config import TrainConfig
 from .errors import ConfigError
-from .layout import latest_step
+from .layout import latest_pointer, latest_step
 from .metrics import read_jsonl
 
 
@@ -35,7 +35,7 @@ def read_run(path: Path) -> RunInfo | None:
         return None
     records = read_jsonl(path / "metrics.jsonl")
     last = records[-1] if records else {}
-    latest = path / "checkpoints" / "latest"
+    latest = latest_pointer(path)
     stamps = [p.stat().st_mtime for p in (path / "config.toml", path / "metrics.jsonl", latest) if p.exists()]
     # A stop between two log lines saves steps the metrics do not show yet; resuming starts there.
     step = max(int(last.get("step", 0)), latest_step(path))

@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, TrainingError
 from .guard import SpikeGuard
+from .layout import latest_pointer
 from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
 from .nets import build_unet, count_parameters
 from .precond import ConsistencyFunction
@@ -99,7 +100,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "previews").mkdir(exist_ok=True)
         if not self.resume:
-            if (self.run_dir / "checkpoints" / "latest").exists():
+            if latest_pointer(self.run_dir).exists():
                 raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new folder")
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
@@ -228,7 +229,7 @@ class Trainer:
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save()
                 last_saved = self.step
-        if self.step != last_saved or not (self.run_dir / "checkpoints" / "latest").exists():
+        if self.step != last_saved or not latest_pointer(self.run_dir).exists():
             self.save()
         if c.preview_every and self.step % c.preview_every != 0:
             self.preview()
