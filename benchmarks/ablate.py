@@ -45,9 +45,10 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=512)
     ap.add_argument("--steps", type=int, default=4000, help="max_steps (the benchmark's budget); max_steps=N overrides")
     ap.add_argument("--eval-steps", default="1,2,4")
+    ap.add_argument("--device", default="cpu", help="trains and samples there (cuda:0 for a GPU screen); FD on the CPU")
     ap.add_argument("--classifiers", default="0", help="classifier seeds, e.g. 0,1,2: FD is their mean, each is printed")
     args = ap.parse_intermixed_args()  # NAME --steps 16000 key=value ... in any order
-    over = {"max_steps": args.steps, "max_minutes": 0.0, "preview_every": 500, "checkpoint_every": 0, "log_every": 50, "device": "cpu",
+    over = {"max_steps": args.steps, "max_minutes": 0.0, "preview_every": 500, "checkpoint_every": 0, "log_every": 50, "device": args.device,
             **parse_overrides(args.overrides)}
     run = args.out / args.name
     started = time.perf_counter()
@@ -55,10 +56,11 @@ def main() -> None:
         Trainer(TrainConfig(**over), run).run()
     seconds = time.perf_counter() - started
     metric = DemoFDEnsemble(32, [int(x) for x in args.classifiers.split(",")])
-    gen = load_generator(run)
+    gen = load_generator(run, args.device)
     results = {}
     for k in map(int, args.eval_steps.split(",")):
         x = gen.sample_tensor(args.num, k, seed=123, sampler=gen.default_sampler)
+        x = x.cpu()
         results[k] = metric(x)
         save_png(run / f"eval_{k}steps.png", make_grid(to_uint8(x[:64])), {})
     line = " ".join(f"{k}:{r['fd']:.1f}/{r['recognisable']:.2f}" for k, r in results.items())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks, sized for a short device lease (~2 minutes): the CUDA tests (training in
-# fp32 / bf16 / fp16, autocast, resume, CD, seeded sampling) and mixed-precision throughput.
+# The GPU checks, sized for a short device lease (~5 minutes): the CUDA tests (training in
+# fp32 / bf16 / fp16, autocast, resume, CD, seeded sampling), mixed-precision throughput and
+# a profile of the training step (kernel time against wall time).
 # Each result is written to $OUT as it comes, so a cut-off run still returns what it finished.
 #
 #   OUT=runs/device bash benchmarks/device_check.sh
@@ -17,3 +18,4 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD  # cmcore from this checkout
 nvidia-smi -L | tee "$OUT/gpu.txt"
 timeout 150 $PY -m pytest -q -p no:cacheprovider tests/cmcore/test_cuda.py 2>&1 | tee "$OUT/pytest_cuda.log"
 timeout 90 $PY benchmarks/amp.py --model small --batch-size 128 --steps 90 --rounds 2 2>&1 | tee "$OUT/amp.log"
+timeout 150 $PY benchmarks/gpu_profile.py --steps 30 2>&1 | grep -v -i warn | tee "$OUT/profile.log"
