@@ -8,13 +8,7 @@
 set -u
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
-PY=${PY:-python3}
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then  # pure-Python dependencies a bare GPU image may lack
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD  # cmcore from this checkout
+source "$(dirname "$0")/device_env.sh"
 nvidia-smi -L | tee "$OUT/gpu.txt"
 timeout 150 $PY -m pytest -q -p no:cacheprovider tests/cmcore/test_cuda.py 2>&1 | tee "$OUT/pytest_cuda.log"
 timeout 90 $PY benchmarks/amp.py --model small --batch-size 128 --steps 90 --rounds 2 2>&1 | tee "$OUT/amp.log"

@@ -12,13 +12,8 @@ SCREEN=${SCREEN:-runs/screen}
 DEVICE=${DEVICE:-cuda:0}
 LIST=${LIST:-benchmarks/cd_screen.txt}
 mkdir -p "$OUT" "$SCREEN/logs"
-PY=${PY:-python3}
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-if ls .whl/*.whl >/dev/null 2>&1; then  # pure-Python dependencies a bare GPU image may lack
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+source "$(dirname "$0")/device_env.sh"
+export OMP_NUM_THREADS=1  # one core per variant
 pids=()
 while read -r name args; do
     [[ -z "$name" || "$name" == \#* ]] && continue
