@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
-from .layout import PREFIX, checkpoint_name
+from .layout import PREFIX, checkpoint_name, latest_pointer
 from .metrics import read_jsonl
 
 FORMAT = "consistency-studio/1"
@@ -109,7 +109,7 @@ def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict
     path = ckpt_dir / f"{name}.safetensors"
     _atomic_via(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     _atomic_via(ckpt_dir / f"{name}.state.pt", lambda tmp: torch.save(state, tmp))
-    atomic_write_bytes(ckpt_dir / "latest", name.encode())  # only now is the checkpoint complete
+    atomic_write_bytes(latest_pointer(run_dir), name.encode())  # only now is the checkpoint complete
     _prune(ckpt_dir, keep=KEEP)
     return path
 
