@@ -21,11 +21,12 @@ from .errors import ConfigError
 
 METHODS = ("ct", "cd", "flow")
 MODELS = ("tiny", "small", "base")
-DISTANCES = ("auto", "pseudo_huber", "l2", "l1")
+DISTANCES = ("auto", "pseudo_huber", "l2", "l1", "l1_fine")
 SPACINGS = ("karras", "uniform")
 K_SAMPLINGS = ("lognormal", "uniform")
 WEIGHTINGS = ("inverse_dt", "uniform")
 FLOW_WEIGHTINGS = ("uniform", "lognormal")
+PAIR_GAPS = ("relative", "absolute")
 CURRICULA = ("ect", "ect_smooth", "doubling", "sqrt", "constant")
 SOLVERS = ("euler", "heun")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -92,11 +93,13 @@ class TrainConfig:
     curriculum: str = "ect"
     s0: int = 2  # initial number of steps n
     s1: int = 64  # final number of steps n
+    pair_gap: str = "relative"  # ect curricula: r = t·(1 − 1/n) (relative) or max(0, t − 1/n) (absolute)
     warmup_fraction: float = 0.25  # ect: fraction of steps at n = 1 (pure denoising target)
     mu0: float = 0.9  # sqrt curriculum: target EMA at n = s0; others use target_ema
     target_ema: float = 0.0  # 0 = stop-gradient copy of theta (iCT / ECT)
     distance: str = "auto"  # auto = DISTANCE_DISTILL for cd, DISTANCE_DEFAULT (pseudo-Huber) for ct
     huber_c: float = 0.0  # 0 = 0.00054 * sqrt(dim), as in improved CT
+    fine_weight: float = 1.0  # l1_fine: weight of the within-2×2-pixels part of the difference
     spacing: str = "karras"
     rho: float = 7.0
     t_min: float = 0.002
@@ -160,6 +163,7 @@ class TrainConfig:
         choice("weighting", WEIGHTINGS)
         choice("flow_weighting", FLOW_WEIGHTINGS)
         choice("curriculum", CURRICULA)
+        choice("pair_gap", PAIR_GAPS)
         choice("teacher_solver", SOLVERS)
         choice("precision", PRECISIONS)
         choice("optimizer", OPTIMIZERS)
@@ -188,6 +192,8 @@ class TrainConfig:
             raise ConfigError("warmup_fraction must be in [0, 1)")
         if self.anchor < 0 or self.anchor_steps < 1:
             raise ConfigError("anchor must be 0 or more and anchor_steps at least 1")
+        if self.fine_weight < 0:
+            raise ConfigError("fine_weight must be 0 or more")
         if self.dropout >= 1.0:
             raise ConfigError("dropout must be below 1 (or negative for the automatic choice)")
         if self.method == "cd" and not self.teacher:

@@ -87,7 +87,20 @@ def lognormal_k_probs(times: torch.Tensor, p_mean: float, p_std: float) -> torch
     return p / p.sum() if p.sum() > 0 else torch.full_like(p, 1 / len(p))
 
 
-CONTINUOUS_CURRICULA = ("ect", "ect_smooth")  # r = t·(1 − 1/n) with t drawn freely, not a grid
+CONTINUOUS_CURRICULA = ("ect", "ect_smooth")  # r from t and n (`pair_gap`) with t drawn freely, not a grid
+
+
+def continuous_r(t: torch.Tensor, n: float, gap: str) -> torch.Tensor:
+    """The partner time r < t of a continuous curriculum with n steps.
+
+    ``relative``: r = t·(1 − 1/n), as in ECT; from t = 1 down to t_min a chain then has
+    ln(1/t_min)/ln(n/(n−1)) links (~400 for n = 64, t_min = 0.002).
+    ``absolute``: r = max(0, t − 1/n), the gaps of a uniform grid: n links from t = 1 to 0, so the
+    boundary condition reaches the one-step map through n links instead of hundreds.
+    """
+    if gap == "absolute":
+        return (t - 1 / n).clamp_min(0.0)
+    return t * (1 - 1 / n)
 
 
 class TimePairs:
@@ -122,7 +135,7 @@ class TimePairs:
         """(t, r) of shape [batch]: t = t_k, r = t_{k-1}, k drawn per sample."""
         if self.c.curriculum in CONTINUOUS_CURRICULA:
             t = sample_t(batch, self.c.k_sampling, self.c.p_mean, self.c.p_std, self.c.t_min, generator)
-            return t, t * (1 - 1 / n)
+            return t, continuous_r(t, n, self.c.pair_gap)
         times = self.times(n)
         if self.c.k_sampling == "lognormal":
             probs = lognormal_k_probs(times, self.c.p_mean, self.c.p_std)

@@ -126,9 +126,10 @@ class Trainer:
             self.loss_fn = FlowLoss(c.flow_weighting)
         elif c.method == "cd":
             self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.teacher_solver, c.anchor, c.anchor_steps,
-                                                       distance=c.distance, weighting=c.weighting, huber_c=c.huber_c)
+                                                       distance=c.distance, weighting=c.weighting, huber_c=c.huber_c,
+                                                       fine_weight=c.fine_weight)
         else:
-            self.loss_fn = ConsistencyTrainingLoss(c.distance, c.weighting, c.huber_c)
+            self.loss_fn = ConsistencyTrainingLoss(c.distance, c.weighting, c.huber_c, c.fine_weight)
 
         self.data_gen = torch.Generator().manual_seed(c.seed * 4 + 1)
         self.noise_gen = torch.Generator().manual_seed(c.seed * 4 + 2)

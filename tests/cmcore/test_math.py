@@ -136,6 +136,21 @@ def test_time_pairs_are_ordered_and_on_grid(curriculum):
         assert torch.isin(t, grid).all() and torch.isin(r, grid).all()
 
 
+def test_continuous_pair_gaps():
+    t = torch.tensor([1.0, 0.5, 0.1])
+    torch.testing.assert_close(schedules.continuous_r(t, 4, "relative"), torch.tensor([0.75, 0.375, 0.075]))
+    torch.testing.assert_close(schedules.continuous_r(t, 4, "absolute"), torch.tensor([0.75, 0.25, 0.0]))
+    # Absolute gaps: the chain from t = 1 down to 0 has exactly n links; relative ones need hundreds.
+    links, x = 0, torch.tensor([1.0])
+    while x.item() > 0:
+        x, links = schedules.continuous_r(x, 64, "absolute"), links + 1
+    assert links == 64
+    pairs = schedules.TimePairs(TrainConfig(curriculum="ect", pair_gap="absolute"))
+    t, r = pairs.sample(8, 512, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(r, (t - 1 / 8).clamp_min(0))
+    assert (r == 0).any() and (r > 0).any()
+
+
 def test_ema_warmup_and_lr_schedule():
     assert schedules.ema_warmup(0.999, 0) == pytest.approx(0.1)
     assert schedules.ema_warmup(0.999, 10_000) == 0.999
@@ -158,6 +173,20 @@ def test_distances_known_values():
     assert distance(a, b, "l1").item() == pytest.approx(3.5)
     assert distance(a, b, "pseudo_huber", huber_c=12.0).item() == pytest.approx(1.0)  # √(25+144) − 12
     assert distance(a, b, "pseudo_huber").item() == pytest.approx(math.sqrt(25 + 0.00054**2 * 2) - 0.00054 * math.sqrt(2))
+
+
+def test_fine_l1_charges_pixel_level_differences_twice():
+    zero = torch.zeros(2, 3, 4, 4)
+    smooth = torch.full((1, 3, 4, 4), 0.5).repeat(2, 1, 1, 1)  # constant within each 2×2 block
+    smooth[:, :, :2, :2] = -1.0
+    assert distance(zero, smooth, "l1_fine").tolist() == pytest.approx(distance(zero, smooth, "l1").tolist())
+    checker = (torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2 * 2.0 - 1.0  # ±1, mean 0 per block
+    grain = checker.expand(2, 3, 4, 4)
+    assert distance(zero, grain, "l1_fine").tolist() == pytest.approx([2.0, 2.0])
+    assert distance(zero, grain, "l1").tolist() == pytest.approx([1.0, 1.0])
+    assert distance(zero, grain, "l1_fine", fine_weight=3.0).tolist() == pytest.approx([4.0, 4.0])
+    odd = torch.ones(1, 1, 3, 3)
+    assert distance(torch.zeros_like(odd), odd, "l1_fine").item() == pytest.approx(1.0)
 
 
 def test_ct_target_at_r_zero_is_the_clean_image():

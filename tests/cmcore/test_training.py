@@ -266,3 +266,7 @@ def test_config_round_trips_through_toml(small_config, tmp_path):
         TrainConfig.from_toml("[train]\nlearning_rate = 1\n")
     with pytest.raises(ConfigError, match="distance"):
         TrainConfig(distance="cosine").validate()
+    with pytest.raises(ConfigError, match="pair_gap"):
+        TrainConfig(pair_gap="log").validate()
+    with pytest.raises(ConfigError, match="fine_weight"):
+        TrainConfig(fine_weight=-1.0).validate()
