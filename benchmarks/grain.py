@@ -8,7 +8,8 @@ samples (multistep, or Euler on v for a flow teacher) as they are and after a Ga
 and the gap is high-frequency noise. For consistency models it also evaluates the one-step map
 f(τ·x1, τ) at τ < 1, to check that the noise is not just the untrained edge t = 1, and the
 one-step samples minus their least-squares linear share of the input noise x1 (per pixel and
-per 2×2 patch).
+per 2×2 patch). Every line also gives the share of the samples' spectral energy at the Nyquist
+frequency (pixel-level grain; the first line is the real images' share).
 """
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def high_pass(x: torch.Tensor) -> torch.Tensor:
     return x - TF.gaussian_blur(x, 5, 1.0)
 
 
+def nyquist_fraction(x: torch.Tensor) -> float:
+    """Share of the images' (mean-free) spectral energy in the row and column of the Nyquist frequency."""
+    power = torch.fft.fft2(x - x.mean((-1, -2), keepdim=True)).abs().square().mean((0, 1))
+    h, w = power.shape
+    return ((power[h // 2, :].sum() + power[:, w // 2].sum()) / power.sum()).item()
+
+
 def linear_share(x: torch.Tensor, x1: torch.Tensor, patch: int) -> torch.Tensor:
     """The part of x's high frequencies that is a linear map of x1's: one least-squares matrix over
     the channels of the patch-unshuffled images (3×3 per pixel, 12×12 for 2×2 patches of RGB)."""
@@ -48,7 +56,13 @@ def main() -> None:
 
     def report(label: str, x: torch.Tensor) -> None:
         r = metric(x.clamp(-1, 1))
-        print(f"{label:48s} FD {r['fd']:7.1f}  recognisable {r['recognisable']:.2f}", flush=True)
+        print(f"{label:48s} FD {r['fd']:7.1f}  recognisable {r['recognisable']:.2f}  "
+              f"Nyquist {nyquist_fraction(x):.4f}", flush=True)
+
+    from cmcore.data import load_dataset
+
+    real = load_dataset("demo", 32, "auto", False).images[: args.num].float() / 127.5 - 1
+    report("real demo images", real)
 
     for run in args.runs:
         gen = load_generator(run)

@@ -19,7 +19,7 @@ METHOD_LABELS = {"ct": "CT — consistency training", "cd": "CD — distil a flo
 MODEL_LABELS = {"tiny": "Tiny (≈3 M params, CPU)", "small": "Small (≈7 M)", "base": "Base (≈23 M, GPU)"}
 PARAM_LABELS = {"auto": "auto (best measured per method)", "reflow": "reflow: f = x − t·v",
                 "blend": "blend: f = (1−t)·x + t·F", "edm": "EDM c_skip / c_out"}
-DISTANCE_LABELS = {"auto": "auto (L1 for CD, pseudo-Huber for CT)", "pseudo_huber": "pseudo-Huber", "l2": "L2", "l1": "L1",
+DISTANCE_LABELS = {"auto": "auto (L1 + fine detail for CD, pseudo-Huber for CT)", "pseudo_huber": "pseudo-Huber", "l2": "L2", "l1": "L1",
                    "l1_fine": "L1 + fine detail"}
 PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16 (CUDA)"}
 AUTO_DEVICE = "auto"
