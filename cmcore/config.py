@@ -96,7 +96,7 @@ class TrainConfig:
     curriculum: str = "ect"
     s0: int = 2  # initial number of steps n
     s1: int = 64  # final number of steps n
-    pair_gap: str = "relative"  # ect curricula: r = t·(1 − 1/n) (relative) or max(0, t − 1/n) (absolute)
+    pair_gap: str = "relative"  # ect curricula: r = t·(1 − 1/n) (relative) or max(0, t − 1/n) (absolute: measured worse)
     warmup_fraction: float = 0.25  # ect: fraction of steps at n = 1 (pure denoising target)
     mu0: float = 0.9  # sqrt curriculum: target EMA at n = s0; others use target_ema
     target_ema: float = 0.0  # 0 = stop-gradient copy of theta (iCT / ECT)

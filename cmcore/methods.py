@@ -14,7 +14,7 @@ from .schedules import loss_weight
 
 
 def distance(a: torch.Tensor, b: torch.Tensor, kind: str, huber_c: float = 0.0, fine_weight: float = 1.0) -> torch.Tensor:
-    """Per-sample d(a, b): mean squared error, mean absolute error or pseudo-Huber.
+    """Per-sample d(a, b): mean squared error, mean absolute error, L1 + fine detail or pseudo-Huber.
 
     ``l1_fine`` is L1 plus fine_weight times L1 of the difference's finest octave (`fine_l1`).
     Pseudo-Huber is √(‖a−b‖² + c²) − c over the whole image, c = 0.00054·√dim by default

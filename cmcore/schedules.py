@@ -96,7 +96,9 @@ def continuous_r(t: torch.Tensor, n: float, gap: str) -> torch.Tensor:
     ``relative``: r = t·(1 − 1/n), as in ECT; from t = 1 down to t_min a chain then has
     ln(1/t_min)/ln(n/(n−1)) links (~400 for n = 64, t_min = 0.002).
     ``absolute``: r = max(0, t − 1/n), the gaps of a uniform grid: n links from t = 1 to 0, so the
-    boundary condition reaches the one-step map through n links instead of hundreds.
+    boundary condition reaches the one-step map through n links instead of hundreds; but λ = 1/(t − r)
+    is then the constant n where r > 0, small times stop counting, and CD came out grainy at every
+    step count (README, "CD, third round"), so relative is the default.
     """
     if gap == "absolute":
         return (t - 1 / n).clamp_min(0.0)
