@@ -7,7 +7,7 @@ import torch
 
 from cmcore import events
 from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DISTANCE_DISTILL, DROPOUT_DISTILL,
-                           LR_FROM_SCRATCH, LR_FROM_TEACHER)
+                           LR_FROM_SCRATCH, LR_FROM_TEACHER, LR_MIN_RATIO_DEFAULT, LR_MIN_RATIO_DISTILL)
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
 from cmcore.errors import CheckpointError, ConfigError, TrainingError
 from cmcore.generator import load_generator
@@ -92,7 +92,11 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
     assert small_config.dropout < 0 and student.config.dropout == DROPOUT_DISTILL > 0
     assert {m.p for m in student.model.modules() if isinstance(m, torch.nn.Dropout)} == {DROPOUT_DISTILL}
     assert load_checkpoint(tmp_path / "ct").config.dropout == load_checkpoint(tmp_path / "teacher").config.dropout == 0
-    # distance "auto": the student's loss uses L1, CT keeps pseudo-Huber
+    # lr_min_ratio < 0 means auto: the student's cosine decays to 0, CT's and the teacher's to 0.1·lr
+    assert small_config.lr_min_ratio < 0 and student.config.lr_min_ratio == LR_MIN_RATIO_DISTILL == 0.0
+    assert load_checkpoint(tmp_path / "ct").config.lr_min_ratio == LR_MIN_RATIO_DEFAULT == 0.1
+    assert load_checkpoint(tmp_path / "teacher").config.lr_min_ratio == LR_MIN_RATIO_DEFAULT
+    # distance "auto": the student's loss uses L1 + fine detail, CT keeps pseudo-Huber
     assert small_config.distance == "auto" and DISTANCE_DISTILL != DISTANCE_DEFAULT
     assert student.config.distance == student.loss_fn.distance == DISTANCE_DISTILL
     assert load_checkpoint(tmp_path / "ct").config.distance == DISTANCE_DEFAULT
@@ -268,5 +272,7 @@ def test_config_round_trips_through_toml(small_config, tmp_path):
         TrainConfig(distance="cosine").validate()
     with pytest.raises(ConfigError, match="pair_gap"):
         TrainConfig(pair_gap="log").validate()
+    with pytest.raises(ConfigError, match="lr_min_ratio"):
+        TrainConfig(lr_min_ratio=1.5).validate()
     with pytest.raises(ConfigError, match="fine_weight"):
         TrainConfig(fine_weight=-1.0).validate()
