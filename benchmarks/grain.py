@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fid_demo import DemoFD  # noqa: E402
+from fid_demo import DemoFD, to_float  # noqa: E402
 
 from cmcore.generator import load_generator  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
 
     from cmcore.data import load_dataset
 
-    real = load_dataset("demo", 32, "auto", False).images[: args.num].float() / 127.5 - 1
+    real = to_float(load_dataset("demo", 32, "auto", False).images[: args.num])
     report("real demo images", real)
 
     for run in args.runs:
