@@ -37,6 +37,9 @@ _HINTS: list[tuple[str, str, str]] = [
      "Lower the batch size, the resolution or the model size, or pick another device."),
     ("MemoryError", "Out of memory",
      "Lower the batch size, the resolution or the model size, or close other programs."),
+    ("SaveError", "Cannot save the checkpoint",
+     "Free disk space or check that the run folder is still writable, then resume the run "
+     "(Runs pane); nothing before the previous checkpoint is lost."),
     ("OSError", "File problem",
      "Check that the folder exists, is writable and that the disk is not full."),
 ]

@@ -2,7 +2,7 @@
 __version__ = "0.1.0"
 
 from .config import TrainConfig  # noqa: E402
-from .errors import CheckpointError, CmcoreError, ConfigError, DataError, TrainingError  # noqa: E402
+from .errors import CheckpointError, CmcoreError, ConfigError, DataError, SaveError, TrainingError  # noqa: E402
 
 
 def __getattr__(name):  # heavy torch-based pieces load on first use, so `import cmcore` stays cheap
@@ -26,5 +26,5 @@ def __getattr__(name):  # heavy torch-based pieces load on first use, so `import
     raise AttributeError(name)
 
 
-__all__ = ["TrainConfig", "Trainer", "CmcoreError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
+__all__ = ["TrainConfig", "Trainer", "CmcoreError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "SaveError",
            "load_generator", "list_devices", "__version__"]

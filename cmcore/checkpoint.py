@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, SaveError
 from .layout import PREFIX, checkpoint_name, latest_pointer
 from .metrics import read_jsonl
 
@@ -107,11 +107,25 @@ def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict
     meta = {"format": FORMAT, "version": __version__, "step": str(step), "config": json.dumps(config.to_dict()),
             **{k: str(v) for k, v in (extra_meta or {}).items()}}
     path = ckpt_dir / f"{name}.safetensors"
-    _atomic_via(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-    _atomic_via(ckpt_dir / f"{name}.state.pt", lambda tmp: torch.save(state, tmp))
-    atomic_write_bytes(latest_pointer(run_dir), name.encode())  # only now is the checkpoint complete
+    state_path = ckpt_dir / f"{name}.state.pt"
+    try:
+        _atomic_via(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        _atomic_via(state_path, lambda tmp: torch.save(state, tmp))
+        atomic_write_bytes(latest_pointer(run_dir), name.encode())  # only now is the checkpoint complete
+    except (OSError, SafetensorError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        for half in (path, state_path):  # the pointer still names the previous checkpoint
+            half.unlink(missing_ok=True)
+        raise SaveError(f"could not save the step-{step} checkpoint in {ckpt_dir} ({_reason(exc)}); "
+                        "the previous checkpoint is kept: free disk space, then resume") from exc
     _prune(ckpt_dir, keep=KEEP)
     return path
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split("I/O error: ")[-1]  # safetensors: "Error while serializing: I/O error: No space left..."
 
 
 def _prune(ckpt_dir: Path, keep: int) -> None:

@@ -19,3 +19,8 @@ class CheckpointError(CmcoreError):
 
 class TrainingError(CmcoreError):
     """Training cannot go on (non-finite loss, ...)."""
+
+
+class SaveError(CmcoreError, OSError):
+    """A checkpoint could not be written (full disk, lost folder...); the previous one is kept.
+    An OSError too, so callers that explain file problems (the app's "disk full?" hint) apply."""

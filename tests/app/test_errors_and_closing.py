@@ -64,6 +64,26 @@ def test_nan_loss_shows_a_message_and_training_can_start_again(qtbot, make_windo
     assert tp.last_run[1] == "max_steps" and len(dialog_log.errors) == 1
 
 
+def test_a_full_disk_is_explained_and_the_app_stays_usable(qtbot, make_window, dialog_log, monkeypatch):
+    import cmcore.checkpoint as ck
+    from safetensors import SafetensorError
+
+    def full(tensors, path, metadata=None):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    window = make_window()
+    wait_for_data(qtbot, window)
+    tp = window.train_pane
+    monkeypatch.setattr(ck, "save_file", full)
+    configure(window, max_steps=3, preview_every=0)
+    start(qtbot, window)
+    wait_idle(qtbot, window)
+    assert [e.kind for e in dialog_log.errors] == ["SaveError"]
+    info = dialog_log.errors[0]
+    assert "No space left on device" in info.message and "Free disk space" in info.hint
+    assert tp.status.text().startswith("Failed") and tp.start_button.isEnabled()
+
+
 def test_invalid_setting_is_explained_before_starting(qtbot, make_window, dialog_log):
     window = make_window()
     configure(window, method="cd")  # CD without a teacher

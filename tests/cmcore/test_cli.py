@@ -40,6 +40,21 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, argv, message):
     assert err.startswith("error:") and message in err and "\n" not in err
 
 
+def test_a_full_disk_exits_nonzero_with_one_line(tmp_path, capsys, monkeypatch):
+    import cmcore.checkpoint as ck
+    from safetensors import SafetensorError
+
+    def full(tensors, path, metadata=None):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    assert main(["train", "--data", "demo", "--out", str(tmp_path / "r"), "--resolution", "16", "--batch-size", "4",
+                 "--max-steps", "2", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: could not save the step-2 checkpoint") and "No space left on device" in err
+    assert "\n" not in err
+
+
 def test_module_entry_point_has_help():
     result = subprocess.run([sys.executable, "-m", "cmcore", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--max-minutes" in result.stdout

@@ -9,7 +9,7 @@ from cmcore import events
 from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DISTANCE_DISTILL, DROPOUT_DISTILL,
                            LR_FROM_SCRATCH, LR_FROM_TEACHER, LR_MIN_RATIO_DEFAULT, LR_MIN_RATIO_DISTILL)
 from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
-from cmcore.errors import CheckpointError, ConfigError, TrainingError
+from cmcore.errors import CheckpointError, ConfigError, SaveError, TrainingError
 from cmcore.generator import load_generator
 from cmcore.layout import checkpoint_name, latest_step
 from cmcore.runs import list_runs
@@ -237,6 +237,39 @@ def test_checkpoint_write_is_atomic(small_config, tmp_path, monkeypatch):
     assert find_checkpoint(tmp_path / "a") == before
     assert load_checkpoint(tmp_path / "a").step == 6
     assert not list((tmp_path / "a" / "checkpoints").glob("*.tmp"))
+
+
+def test_a_full_disk_stops_with_a_one_line_error_and_keeps_the_previous_checkpoint(small_config, tmp_path, monkeypatch):
+    """Out of space while saving: a SaveError (also an OSError) naming the cause, the previous
+    checkpoint still `latest`, and no half of the new one left taking space."""
+    import cmcore.checkpoint as ck
+    from safetensors import SafetensorError
+
+    trainer = Trainer(small_config.replace(max_steps=6, checkpoint_every=6), tmp_path / "a")
+    trainer.run()
+    files = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+
+    def full(tensors, path, metadata=None):
+        open(path, "wb").write(b"partial")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    trainer.step = 12
+    with pytest.raises(SaveError, match=r"step-12 checkpoint .* \(No space left on device \(os error 28\)\); "
+                                        r"the previous checkpoint is kept") as caught:
+        trainer.save()
+    assert isinstance(caught.value, OSError) and "\n" not in str(caught.value)
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == files
+    assert load_checkpoint(tmp_path / "a").step == 6
+
+    def state_write_fails(*args, **kwargs):  # torch.save reports a full disk as a RuntimeError
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(ck.torch, "save", state_write_fails)
+    with pytest.raises(SaveError, match="failed writing file"):
+        trainer.save()
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == files
 
 
 def test_corrupt_and_foreign_checkpoints_give_one_line_errors(tmp_path):
