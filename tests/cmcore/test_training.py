@@ -271,6 +271,12 @@ def test_a_full_disk_stops_with_a_one_line_error_and_keeps_the_previous_checkpoi
         trainer.save()
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == files
 
+    trainer.step = 6  # a failed re-save of the step `latest` names must not delete that checkpoint
+    with pytest.raises(SaveError):
+        trainer.save()
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == files
+    assert load_checkpoint(tmp_path / "a").step == 6
+
 
 def test_corrupt_and_foreign_checkpoints_give_one_line_errors(tmp_path):
     bad = tmp_path / "bad.safetensors"
