@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, SaveError
-from .layout import PREFIX, checkpoint_name, latest_pointer
+from .layout import PREFIX, checkpoint_name, latest_pointer, latest_step
 from .metrics import read_jsonl
 
 FORMAT = "consistency-studio/1"
@@ -113,20 +113,15 @@ def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict
         _atomic_via(state_path, lambda tmp: torch.save(state, tmp))
         atomic_write_bytes(latest_pointer(run_dir), name.encode())  # only now is the checkpoint complete
     except (OSError, SafetensorError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
-        if _pointed_at(run_dir) != name:  # a re-save of the pointed-at step keeps its (same-step) files
-            for half in (path, state_path):  # the pointer still names the previous checkpoint
+        # The pointer still names the previous checkpoint; when that is this very step (a re-save),
+        # these files are it and stay.
+        if not (latest_pointer(run_dir).exists() and latest_step(run_dir) == step):
+            for half in (path, state_path):
                 half.unlink(missing_ok=True)
         raise SaveError(f"could not save the step-{step} checkpoint in {ckpt_dir} ({_reason(exc)}); "
                         "the previous checkpoint is kept: free disk space, then resume") from exc
     _prune(ckpt_dir, keep=KEEP)
     return path
-
-
-def _pointed_at(run_dir: Path) -> str | None:
-    try:
-        return latest_pointer(run_dir).read_text().strip()
-    except OSError:
-        return None
 
 
 def _reason(exc: BaseException) -> str:
