@@ -54,9 +54,9 @@ DISTANCE_DISTILL = "l1_fine"
 DISTANCE_DEFAULT = "pseudo_huber"
 # CD students: a cosine decay to 0 instead of to 0.1·lr won at 1, 2 and 4 steps in three of four pairs
 # of 4000-step runs (L1 in two seeds, l1_fine seed 0: 215.2 / 74.9 / 30.0 against 227.8 / 78.1 / 32.9;
-# l1_fine seed 1 a little worse, 221.6 / 81.7 / 31.1 against 217.5 / 74.4 / 30.3), and at 16 000 steps
-# the one-step map beat the teacher's 8 Euler steps only with it; CT and the flow teacher were not
-# measured with it and keep 0.1 (README: "CD, third round").
+# l1_fine seed 1 a little worse, 221.6 / 81.7 / 31.1 against 217.5 / 74.4 / 30.3); the 16 000-step CD
+# runs whose one step beat the teacher's 8 Euler steps used it (with l1_fine). CT and the flow teacher
+# were not measured with it and keep 0.1 (README: "CD, third round").
 LR_MIN_RATIO_DISTILL = 0.0
 LR_MIN_RATIO_DEFAULT = 0.1
 PARAMETRIZATIONS = ("auto", "reflow", "blend", "edm")
