@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cmcore.layout import latest_pointer
+from cmcore.rundir import latest_pointer
 
 if TYPE_CHECKING:  # numpy loads after the window is shown
     import numpy as np

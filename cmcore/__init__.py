@@ -11,7 +11,7 @@ def __getattr__(name):  # heavy torch-based pieces load on first use, so `import
 
         return Trainer
     if name in ("events", "export", "sampling", "schedules", "methods", "precond", "nets", "data",
-                "generator", "runs", "layout", "devices", "checkpoint"):
+                "generator", "runs", "rundir", "devices", "checkpoint"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

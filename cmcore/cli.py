@@ -130,7 +130,8 @@ def _sample(args) -> int:
 
 
 def _info(args) -> int:
-    from .checkpoint import load_checkpoint, read_jsonl
+    from .checkpoint import load_checkpoint
+    from .rundir import read_metrics, run_of
 
     ckpt = load_checkpoint(args.source)
     c = ckpt.config
@@ -138,8 +139,8 @@ def _info(args) -> int:
     print(f"method     : {c.method}   step {ckpt.step} of {c.max_steps}")
     print(f"model      : {c.model} ({ckpt.meta.get('num_params', '?')} parameters), {c.parametrization}")
     print(f"data       : {c.data}  {ckpt.meta.get('resolution', c.resolution)}px, {ckpt.meta.get('channels', '?')} channels")
-    run_dir = ckpt.path.parent.parent
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    run_dir = run_of(ckpt.path)
+    records = read_metrics(run_dir) if run_dir is not None else []
     if records:
         print(f"last loss  : {records[-1]['loss']:.5g} at step {records[-1]['step']}")
     return 0

@@ -248,7 +248,7 @@ class TrainConfig:
         return cls.from_dict(doc.get("train", doc))
 
     def save(self, path: str | Path) -> None:
-        from .checkpoint import atomic_write_bytes
+        from .rundir import atomic_write_bytes
 
         atomic_write_bytes(Path(path), self.to_toml().encode())
 

@@ -8,8 +8,7 @@ import platformdirs
 
 from .config import TrainConfig
 from .errors import ConfigError
-from .layout import latest_pointer, latest_step
-from .metrics import read_jsonl
+from .rundir import CONFIG, METRICS, latest_pointer, progress, read_metrics
 
 
 @dataclass
@@ -30,16 +29,16 @@ def default_workspace() -> Path:
 
 def read_run(path: Path) -> RunInfo | None:
     try:
-        config = TrainConfig.load(path / "config.toml")
+        config = TrainConfig.load(path / CONFIG)
     except ConfigError:
         return None
-    records = read_jsonl(path / "metrics.jsonl")
-    last = records[-1] if records else {}
+    records = read_metrics(path)
     latest = latest_pointer(path)
-    stamps = [p.stat().st_mtime for p in (path / "config.toml", path / "metrics.jsonl", latest) if p.exists()]
+    stamps = [p.stat().st_mtime for p in (path / CONFIG, path / METRICS, latest) if p.exists()]
     # A stop between two log lines saves steps the metrics do not show yet; resuming starts there.
-    step = max(int(last.get("step", 0)), latest_step(path))
-    return RunInfo(path, path.name, config.method, step, config.max_steps, last.get("loss"), max(stamps), latest.exists())
+    step, _ = progress(path)
+    loss = records[-1].get("loss") if records else None
+    return RunInfo(path, path.name, config.method, step, config.max_steps, loss, max(stamps), latest.exists())
 
 
 def list_runs(workspace: str | Path) -> list[RunInfo]:
@@ -47,5 +46,5 @@ def list_runs(workspace: str | Path) -> list[RunInfo]:
     workspace = Path(workspace)
     if not workspace.is_dir():
         return []
-    runs = [info for p in workspace.iterdir() if (p / "config.toml").is_file() and (info := read_run(p))]
+    runs = [info for p in workspace.iterdir() if (p / CONFIG).is_file() and (info := read_run(p))]
     return sorted(runs, key=lambda r: r.updated, reverse=True)

@@ -16,13 +16,12 @@ from typing import Callable
 import torch
 
 from . import events
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, truncate_metrics
-from .metrics import append_jsonl
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, TrainingError
 from .guard import SpikeGuard
-from .layout import latest_pointer
+from .rundir import DATA_REPORT, METRICS, PREVIEWS, append_metrics, atomic_write_bytes, has_checkpoint, truncate_metrics
 from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
 from .nets import build_unet, count_parameters
 from .precond import ConsistencyFunction
@@ -98,14 +97,14 @@ class Trainer:
             # A student that starts from the teacher's weights must read them the same way.
             c = self.config = c.replace(model=self.teacher_config.model, parametrization=self.teacher_config.concrete_parametrization())
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "previews").mkdir(exist_ok=True)
+        (self.run_dir / PREVIEWS).mkdir(exist_ok=True)
         if not self.resume:
-            if latest_pointer(self.run_dir).exists():
+            if has_checkpoint(self.run_dir):
                 raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new folder")
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            (self.run_dir / METRICS).unlink(missing_ok=True)
         if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
             c.save(self.run_dir / "config.toml")
-        atomic_write_bytes(self.run_dir / "data_report.json", json.dumps(self.dataset.report.to_dict(), indent=1).encode())
+        atomic_write_bytes(self.run_dir / DATA_REPORT, json.dumps(self.dataset.report.to_dict(), indent=1).encode())
 
         self.model = build_model(c, self.channels, self.resolution).to(self.device)
         if self.teacher is not None and c.init_from_teacher and not self.resume:
@@ -183,7 +182,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.guard.load_state_dict(state.get("guard", {}))  # older checkpoints have none
         self.step, self.elapsed = ckpt.step, float(state["elapsed"])
-        truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        truncate_metrics(self.run_dir, self.step)
 
     # --- the loop ------------------------------------------------------------------------------
     def _fraction(self) -> float:
@@ -230,7 +229,7 @@ class Trainer:
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save()
                 last_saved = self.step
-        if self.step != last_saved or not latest_pointer(self.run_dir).exists():
+        if self.step != last_saved or not has_checkpoint(self.run_dir):
             self.save()
         if c.preview_every and self.step % c.preview_every != 0:
             self.preview()
@@ -305,7 +304,7 @@ class Trainer:
                   "wall": round(self.elapsed, 3)}
         if self.guard.rollbacks:
             record["rollbacks"] = self.guard.rollbacks
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        append_metrics(self.run_dir, record)
         steps_per_s = ips / c.batch_size
         remaining = (c.max_steps - self.step) / steps_per_s if steps_per_s > 0 else None
         if c.max_minutes > 0:
@@ -329,7 +328,7 @@ class Trainer:
         for steps, sampler in self.preview_steps():
             x = run_sampler(self.ema, shape, steps, self.preview_seed, sampler, self.device)
             grids[steps] = make_grid(to_uint8(x))
-            save_png(self.run_dir / "previews" / f"step_{self.step:07d}_{steps}steps.png", grids[steps],
+            save_png(self.run_dir / PREVIEWS / f"step_{self.step:07d}_{steps}steps.png", grids[steps],
                      {"step": str(self.step), "steps": str(steps), "sampler": sampler})
         self.on_event(events.Preview(self.step, grids))
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cmcore import events
-from cmcore.checkpoint import load_checkpoint, read_jsonl
+from cmcore.checkpoint import load_checkpoint
+from cmcore.rundir import read_metrics
 from cmcore.generator import load_generator
 from cmcore.training import Trainer
 
@@ -22,7 +23,7 @@ def cuda_config(small_config):
 
 
 def losses(run_dir):
-    return [m["loss"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+    return [m["loss"] for m in read_metrics(run_dir / "metrics.jsonl")]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])

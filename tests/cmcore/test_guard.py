@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cmcore import events, training
-from cmcore.checkpoint import read_jsonl
+from cmcore.rundir import read_metrics
 from cmcore.errors import ConfigError
 from cmcore.guard import SpikeGuard
 from cmcore.training import Trainer
@@ -105,7 +105,7 @@ def test_a_run_whose_weights_are_wrecked_rolls_back_and_recovers(small_config, t
     rollbacks = [e for e in seen if isinstance(e, events.RolledBack)]
     assert len(rollbacks) == 1 and restored == [True]
     assert 31 <= rollbacks[0].step <= 34 and rollbacks[0].to_step == 24 and rollbacks[0].ratio > 3
-    metrics = read_jsonl(tmp_path / "wrecked" / "metrics.jsonl")
+    metrics = read_metrics(tmp_path / "wrecked" / "metrics.jsonl")
     assert metrics[-1]["rollbacks"] == 1 and "rollbacks" not in metrics[0]
     before = sum(m["loss"] for m in metrics if 16 < m["step"] <= 28) / 3
     assert math.isfinite(metrics[-1]["loss"]) and metrics[-1]["loss"] < 2 * before

@@ -8,10 +8,10 @@ import torch
 from cmcore import events
 from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, DISTANCE_DEFAULT, DISTANCE_DISTILL, DROPOUT_DISTILL,
                            LR_FROM_SCRATCH, LR_FROM_TEACHER, LR_MIN_RATIO_DEFAULT, LR_MIN_RATIO_DISTILL)
-from cmcore.checkpoint import find_checkpoint, load_checkpoint, read_jsonl
+from cmcore.checkpoint import load_checkpoint
 from cmcore.errors import CheckpointError, ConfigError, SaveError, TrainingError
 from cmcore.generator import load_generator
-from cmcore.layout import checkpoint_name, latest_step
+from cmcore.rundir import checkpoint_name, find_checkpoint, latest_step, read_metrics
 from cmcore.runs import list_runs
 from cmcore.training import Trainer
 
@@ -30,7 +30,7 @@ def test_smoke_training_writes_a_complete_run(method, small_config, tmp_path):
     assert kinds[0] == "Started" and kinds[-1] == "Finished"
     assert {"Progress", "Preview", "CheckpointSaved"} <= set(kinds)
     run_dir = tmp_path / method
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_metrics(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(2, 13, 2))
     assert all(math.isfinite(m["loss"]) for m in metrics)
     assert set(metrics[0]) >= {"step", "loss", "lr", "n", "mu", "images_per_s", "wall"}
@@ -130,7 +130,7 @@ def test_resume_continues_exactly(small_config, tmp_path):
 
     def metrics(name):
         return [{k: v for k, v in m.items() if k not in ("images_per_s", "wall")}
-                for m in read_jsonl(tmp_path / name / "metrics.jsonl")]
+                for m in read_metrics(tmp_path / name / "metrics.jsonl")]
 
     assert metrics("split") == metrics("straight")
     a, b = load_checkpoint(tmp_path / "split").weights, load_checkpoint(tmp_path / "straight").weights
@@ -148,7 +148,7 @@ def test_resume_drops_metrics_logged_after_the_last_checkpoint(small_config, tmp
         p.unlink()
     assert latest_step(tmp_path / "r") == 6
     Trainer(None, tmp_path / "r", resume=True).run()
-    steps = [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")]
+    steps = [m["step"] for m in read_metrics(tmp_path / "r" / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 12
 
 
@@ -208,7 +208,7 @@ def test_run_listing_counts_steps_saved_after_the_last_log_line(small_config, tm
     trainer.run()  # logs at step 2, stops after the preview at step 3 and saves it
     (tmp_path / "runs" / "empty").mkdir()
     [info] = list_runs(tmp_path / "runs")
-    assert read_jsonl(info.path / "metrics.jsonl")[-1]["step"] == 2
+    assert read_metrics(info.path / "metrics.jsonl")[-1]["step"] == 2
     assert (info.name, info.method, info.step, info.max_steps, info.has_checkpoint) == ("stopped", "ct", 3, 12, True)
 
 
