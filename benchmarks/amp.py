@@ -1,6 +1,6 @@
 """Mixed precision on a GPU: training throughput and loss of fp32, bf16 and fp16, side by side.
 
-    python benchmarks/amp.py [--device cuda:0] [--model small] [--batch-size 128] [--resolution 32]
+    python -m benchmarks.amp [--device cuda:0] [--model small] [--batch-size 128] [--resolution 32]
                              [--method ct] [--steps 300] [--rounds 2]
 
 Each precision trains the same seeded run in a fresh folder; the throughput is measured after
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from cmcore import TrainConfig
-from cmcore.checkpoint import read_jsonl
+from cmcore.rundir import read_metrics
 from cmcore.training import Trainer
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -25,7 +25,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 def one_run(config: TrainConfig, folder: Path) -> tuple[float, float]:
     Trainer(config, folder).run()
-    windows = read_jsonl(folder / "metrics.jsonl")[1:]  # the first window holds the warm-up
+    windows = read_metrics(folder / "metrics.jsonl")[1:]  # the first window holds the warm-up
     return sum(w["images_per_s"] for w in windows) / len(windows), windows[-1]["loss"]
 
 

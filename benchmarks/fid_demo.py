@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmcore.checkpoint import atomic_write_bytes
-from cmcore.demo import make_demo
+from cmcore.data.demo import make_demo
+from cmcore.rundir import atomic_write_bytes
 
 
 class ShapeNet(nn.Module):

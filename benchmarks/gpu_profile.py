@@ -1,6 +1,6 @@
 """Where a training step's time goes on a GPU: wall time against the GPU's own kernel time.
 
-    python benchmarks/gpu_profile.py [--device cuda:0] [--steps 40] [--cases cd:tiny:16,ct:small:128]
+    python -m benchmarks.gpu_profile [--device cuda:0] [--steps 40] [--cases cd:tiny:16,ct:small:128]
 
 For each case (method:model:batch) it runs the real `Trainer` step (data, noise, loss, backward,
 clip, RAdam, EMA) after a warm-up, once timed plainly and once under torch.profiler, and prints

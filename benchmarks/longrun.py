@@ -1,16 +1,16 @@
 """Long runs side by side: does a setting survive the budget a fast machine reaches?
 
-    python benchmarks/longrun.py train OUT ARM ... [--device cuda] [--steps 16000] [--minutes 7] [--teacher RUN]
-    python benchmarks/longrun.py evaluate OUT [--classifiers 0,1,2]
+    python -m benchmarks.longrun train OUT ARM ... [--device cuda] [--steps 16000] [--minutes 7] [--teacher RUN]
+    python -m benchmarks.longrun evaluate OUT [--classifiers 0,1,2]
 
-An ARM is NAME or NAME:key=value,key=value (TrainConfig overrides on top of the defaults; an arm
-with method=cd distils --teacher). `train` starts every arm at once, each in its own process:
-networks this small leave a GPU mostly idle, so several processes share one well. Each arm
-trains with max_steps = --steps and max_minutes = --minutes (whichever ends first; the schedules
-follow the clock, as in the app), then writes OUT/NAME/samples.npz: 512 samples at 1, 2 and 4
-steps from seed 123, as uint8. `evaluate` scores those files on this machine with the demo FD
-(benchmarks/fid_demo.py), so samples made on a GPU are judged by the same classifiers as the
-README's CPU tables, and prints the loss around each jump of the curriculum's n.
+An ARM is NAME or NAME:key=value,key=value (TrainConfig overrides on top of the defaults, read
+as in benchmarks.ablate; an arm with method=cd distils --teacher). `train` starts every arm at once,
+each in its own process: networks this small leave a GPU mostly idle, so several processes share
+one well. Each arm trains with max_steps = --steps and max_minutes = --minutes (whichever ends
+first; the schedules follow the clock, as in the app), then writes OUT/NAME/samples.npz: 512
+samples at 1, 2 and 4 steps from seed 123, as uint8. `evaluate` scores those files on this
+machine with the demo FD (benchmarks/fid_demo.py), so samples made on a GPU are judged by the
+same classifiers as the README's CPU tables, and prints the loss around each jump of n.
 """
 from __future__ import annotations
 
@@ -20,16 +20,18 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from cmcore.guard import SpikeGuard  # noqa: E402
-from cmcore.metrics import read_jsonl  # noqa: E402
+from benchmarks import harness
+from benchmarks.fid_demo import DemoFDEnsemble, to_float
+from cmcore import TrainConfig
+from cmcore.guard import SpikeGuard
+from cmcore.rundir import read_metrics
+from cmcore.sampling import to_uint8
+
 STEPS = (1, 2, 4)
 
 
@@ -38,37 +40,43 @@ def parse_arm(arm: str) -> tuple[str, list[str]]:
     return name, [kv for kv in rest.split(",") if kv]
 
 
-def train_arm(out: Path, name: str, pairs: list[str], device: str, steps: int, minutes: float, teacher: str) -> None:
-    from ablate import parse_overrides
-
-    from cmcore import TrainConfig
-    from cmcore.generator import load_generator
-    from cmcore.sampling import to_uint8
-    from cmcore.training import Trainer
-
+def arm_config(pairs: list[str], device: str, steps: int, minutes: float, teacher: str) -> tuple[TrainConfig, dict]:
+    """An arm's config, and the settings it was given (the script's and the arm's own)."""
     over = {"max_steps": steps, "max_minutes": minutes, "preview_every": 0, "checkpoint_every": 2000,
-            "log_every": 50, "device": device, **parse_overrides(pairs)}
+            "log_every": 50, "device": device, **harness.parse_overrides(pairs)}
     if over.get("method") == "cd":
         over.setdefault("teacher", teacher)
+    return harness.make_config(TrainConfig(), over), over
+
+
+def train_arm(out: Path, name: str, pairs: list[str], device: str, steps: int, minutes: float, teacher: str,
+              num: int = 512) -> None:
+    config, over = arm_config(pairs, device, steps, minutes, teacher)
     run = out / name
-    started = time.perf_counter()
-    last = Trainer(TrainConfig(**over), run).run()
-    gen = load_generator(run, device)
-    samples = {f"steps{k}": to_uint8(gen.sample_tensor(512, k, seed=123, sampler="multistep")) for k in STEPS}
-    np.savez_compressed(run / "samples.npz", **samples)
-    (run / "summary.json").write_text(json.dumps({"name": name, "over": over, "step": last,
-                                                  "seconds": time.perf_counter() - started}))
+    seconds = harness.train(config, run, reuse=False)
+    samples = harness.sample(run, STEPS, num, device=device, sampler="multistep")
+    np.savez_compressed(run / "samples.npz", **{f"steps{k}": to_uint8(x) for k, x in samples.images.items()})
+    harness.write_summary(run / "summary.json", {"name": name, "over": over, "step": samples.step, "seconds": seconds})
+
+
+def load_samples(path: Path) -> dict[int, torch.Tensor]:
+    """samples.npz (uint8 N×H×W×C per step count) → floats in [-1, 1], N×C×H×W."""
+    with np.load(path) as samples:
+        return {k: to_float(torch.from_numpy(samples[f"steps{k}"]).permute(0, 3, 1, 2)) for k in STEPS}
 
 
 def train(args) -> None:
+    arms = [parse_arm(arm) for arm in args.arms]
+    for _, pairs in arms:  # a bad override stops here, before any arm starts
+        arm_config(pairs, args.device, args.steps, args.minutes, args.teacher)
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     procs = []
-    for arm in args.arms:
-        name, pairs = parse_arm(arm)
+    for name, pairs in arms:
         log = open(args.out / f"{name}.log", "w")
-        cmd = [sys.executable, __file__, "_arm", str(args.out), name, *pairs, "--device", args.device,
-               "--steps", str(args.steps), "--minutes", str(args.minutes), "--teacher", args.teacher]
+        cmd = [sys.executable, "-m", "benchmarks.longrun", "_arm", str(args.out), name, *pairs, "--device", args.device,
+               "--steps", str(args.steps), "--minutes", str(args.minutes), "--teacher", args.teacher,
+               "--num", str(args.num)]
         procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
     for name, proc in procs:
         print(f"{name}: exit {proc.wait()}", flush=True)
@@ -76,7 +84,7 @@ def train(args) -> None:
 
 def loss_around_jumps(metrics: Path) -> str:
     """Mean logged loss in the 500 steps before and after n passes each power of two, and at the end."""
-    rows = read_jsonl(metrics)
+    rows = read_metrics(metrics)
     if not rows:
         return "no metrics logged"
     octave = [math.floor(math.log2(r["n"]) + 1e-9) for r in rows]
@@ -109,24 +117,24 @@ def largest_spike(rows: list[dict], window: int = 10) -> tuple[float, int]:
 
 
 def evaluate(args) -> None:
-    from fid_demo import DemoFD, to_float
-
     seeds = [int(s) for s in args.classifiers.split(",")]
-    metrics = [DemoFD(32, seed=s) for s in seeds]
-    for summary_file in sorted(args.out.glob("*/summary.json")):
-        run = summary_file.parent
-        summary = json.loads(summary_file.read_text())
-        samples = np.load(run / "samples.npz")
-        cells = []
-        for k in STEPS:
-            x = to_float(torch.from_numpy(samples[f"steps{k}"]).permute(0, 3, 1, 2))
-            fds = [m(x) for m in metrics]
-            cells.append(f"{np.mean([r['fd'] for r in fds]):.1f}/{np.mean([r['recognisable'] for r in fds]):.2f}")
+    metrics = {}  # one per resolution (32 px in the README's runs)
+    for samples_file in sorted(args.out.glob("*/samples.npz")):
+        run = samples_file.parent
+        summary = json.loads((run / "summary.json").read_text())
+        images = load_samples(samples_file)
+        resolution = images[STEPS[0]].shape[-1]
+        if resolution not in metrics:
+            metrics[resolution] = DemoFDEnsemble(resolution, seeds)
+        results = harness.score(metrics[resolution], images)
+        harness.write_grids(run, images)
+        harness.write_summary(run / "summary.json", {**summary, "results": {str(k): r for k, r in results.items()}})
+        cells = [f"{r['fd']:.1f}/{r['recognisable']:.2f}" for r in results.values()]
         print(f"{summary['name']:16s} step {summary['step']:6d}  FD/recognisable at 1/2/4 steps: {'  '.join(cells)}")
         print(f"{'':16s} loss {loss_around_jumps(run / 'metrics.jsonl')}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
@@ -141,17 +149,18 @@ def main() -> None:
         p.add_argument("--steps", type=int, default=16000)
         p.add_argument("--minutes", type=float, default=7.0)
         p.add_argument("--teacher", default="runs/bench16k/flow")
+        p.add_argument("--num", type=int, default=512, help="samples per step count")
     e = sub.add_parser("evaluate")
     e.add_argument("out", type=Path)
     e.add_argument("--classifiers", default="0")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.cmd == "train":
         train(args)
     elif args.cmd == "_arm":
-        train_arm(args.out, args.name, args.pairs, args.device, args.steps, args.minutes, args.teacher)
+        train_arm(args.out, args.name, args.pairs, args.device, args.steps, args.minutes, args.teacher, args.num)
     else:
         evaluate(args)
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

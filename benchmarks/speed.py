@@ -1,6 +1,6 @@
 """Speed benchmark: training steps per second of the U-Net presets on this machine's CPU.
 
-    python benchmarks/speed.py [--resolution 32] [--batch-size 32]
+    python -m benchmarks.speed [--resolution 32] [--batch-size 32]
 
 Prints ms per optimizer step (forward + backward + Adam) and the ratio to the plain,
 full-resolution tiny network, measured side by side in one run.
