@@ -133,7 +133,7 @@ class MainWindow(QMainWindow):
         tp.run_finished.connect(self._run_finished)
         tp.status_message.connect(self.show_message)
         tp.progress.valueChanged.connect(self._update_train_status)
-        tp.form.widgets["device"].currentIndexChanged.connect(self._device_changed)
+        tp.form.device_changed.connect(self._device_changed)
         gp.status_message.connect(self.show_message)
         dp.dataset_changed.connect(self._dataset_changed)
 
@@ -214,8 +214,8 @@ class MainWindow(QMainWindow):
     def _workspace_changed(self, path: str) -> None:
         self.train_pane.workspace = Path(path)
 
-    def _device_changed(self) -> None:
-        self.gallery_pane.device = self.train_pane.form.widgets["device"].currentData() or "auto"
+    def _device_changed(self, device: str) -> None:
+        self.gallery_pane.device = device
 
     def _dataset_changed(self, dataset) -> None:
         if dataset is not None:

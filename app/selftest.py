@@ -70,8 +70,8 @@ def run_self_test(data: str = "demo", workspace: str | None = None, timeout_s: f
         tp = window.train_pane
         gp = window.gallery_pane
         gp.count.setValue(4)  # the gallery samples the run as soon as it ends
-        tp.form.set_values(dict(method="ct", model="tiny", resolution=16, batch_size=8, max_steps=5,
-                                max_minutes=0.0, log_every=1, preview_every=5, checkpoint_every=5, device="cpu"))
+        tp.set_values(dict(method="ct", model="tiny", resolution=16, batch_size=8, max_steps=5,
+                           max_minutes=0.0, log_every=1, preview_every=5, checkpoint_every=5, device="cpu"))
         if not tp.start():
             check_errors()
             raise SelfTestError("training did not start")

@@ -62,8 +62,8 @@ def shoot(theme: str, steps: int, resolution: int, out: Path, gallery_run: Path 
 
     tp.preset_box.setCurrentIndex(max(0, tp.preset_box.findText("quick-cpu")))
     tp.apply_selected_preset()
-    tp.form.set_values(dict(max_steps=steps, batch_size=32, resolution=resolution, log_every=2, preview_every=max(10, steps // 6),
-                            checkpoint_every=0, warmup_steps=20, device="cpu"))
+    tp.set_values(dict(max_steps=steps, batch_size=32, resolution=resolution, log_every=2, preview_every=max(10, steps // 6),
+                       checkpoint_every=0, warmup_steps=20, device="cpu"))
     window.show_pane("train")
     tp.start()
     wait(app, lambda: tp.step >= int(steps * 0.9) or not tp.running, 1800, "training")

@@ -33,7 +33,6 @@ CHANNELS = [("auto", "Auto (from the images)"), ("1", "Grayscale (1)"), ("3", "R
 
 class DataPane(QWidget):
     dataset_changed = Signal(object)  # ImageDataset or None
-    resolution_changed = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -126,7 +125,7 @@ class DataPane(QWidget):
         self.root.editingFinished.connect(self.load)
         self.browse.clicked.connect(self.choose_folder)
         self.root_browse.clicked.connect(self._choose_root)
-        self.resolution.valueChanged.connect(self._resolution_changed)
+        self.resolution.valueChanged.connect(lambda _v: self._debounce.start())
         self.channels.currentIndexChanged.connect(lambda _i: self._debounce.start())
         self.reload.clicked.connect(self.load)
         self.cancel.clicked.connect(self.cancel_load)
@@ -169,6 +168,11 @@ class DataPane(QWidget):
 
     def set_folder(self, path: str) -> None:
         self.set_spec(str(path))
+
+    def training_values(self) -> dict:
+        """The TrainConfig fields this pane owns: the data, and the resolution and channels it is decoded at."""
+        return {"data": self.spec, "resolution": self.resolution.value(), "channels": self.channel_choice,
+                "hflip": self.hflip.isChecked()}
 
     def dataset_for(self, config) -> object | None:
         """The decoded dataset if it matches `config` (data, resolution, channels)."""
@@ -309,10 +313,6 @@ class DataPane(QWidget):
     def _folder_edited(self) -> None:
         if self.folder.currentText().strip() and self._key() != self._loaded_key:
             self.load()
-
-    def _resolution_changed(self, value: int) -> None:
-        self.resolution_changed.emit(value)
-        self._debounce.start()
 
     def choose_folder(self) -> None:
         start = self.folder.currentText() or str(Path.home())

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DATA_FIELDS = ("data", "resolution", "channels", "hflip")  # TrainConfig fields the Data pane owns
+
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
@@ -142,11 +144,8 @@ class TrainPane(QWidget):
         self.load_preset_button.clicked.connect(self.apply_selected_preset)
         self.save_preset_button.clicked.connect(self.save_preset)
         self.form.browse_teacher.connect(self._browse_teacher)
-        self.form.widgets["resolution"].valueChanged.connect(self._resolution_changed)
-        data_pane.resolution_changed.connect(self._data_resolution_changed)
         self.fill_presets()
         self._restore()
-        self.form.widgets["resolution"].setValue(data_pane.resolution.value())
         self._set_state("idle")
 
     @property
@@ -182,8 +181,17 @@ class TrainPane(QWidget):
 
     # --- starting --------------------------------------------------------------------------------
     def current_config(self) -> TrainConfig:
-        dp = self.data_pane
-        return self.form.config(TrainConfig(), data=dp.spec, channels=dp.channel_choice, hflip=dp.hflip.isChecked())
+        """The form's settings with the Data pane's choice of data (and its resolution)."""
+        return self.form.config(**self.data_pane.training_values())
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Fill the settings from a preset or config: the resolution and flips go to the Data pane
+        (the data is decoded at that resolution), the rest to the form. The data itself never changes here."""
+        if "resolution" in values:
+            self.data_pane.resolution.setValue(int(values["resolution"]))
+        if "hflip" in values:
+            self.data_pane.hflip.setChecked(bool(values["hflip"]))
+        self.form.set_values({k: v for k, v in values.items() if k not in DATA_FIELDS})
 
     def start(self) -> bool:
         """Start a new run with the form's settings; False (and a message) if it cannot."""
@@ -382,7 +390,7 @@ class TrainPane(QWidget):
         except Exception as exc:  # noqa: BLE001 - ConfigError for a bad file
             self._fail_now(exc, "Preset")
             return False
-        self.form.set_values(values)
+        self.set_values(values)
         self.status_message.emit(f"Preset {path.stem} applied")
         return True
 
@@ -414,7 +422,8 @@ class TrainPane(QWidget):
             values = TrainConfig.from_toml(text).to_dict()
         except Exception:  # noqa: BLE001 - settings from an older version: ignore them
             return
-        self.form.set_values({k: v for k, v in values.items() if k not in ("data", "channels")})
+        # the Data pane remembers its own fields
+        self.form.set_values({k: v for k, v in values.items() if k not in DATA_FIELDS})
 
     def set_engine_ready(self, ready: bool) -> None:
         self._engine_ready = ready
@@ -435,11 +444,3 @@ class TrainPane(QWidget):
         path = dialogs.pick_folder(self, "Choose a flow run folder", str(self.workspace))
         if path:
             self.form.set_teacher(path)
-
-    def _resolution_changed(self, value: int) -> None:
-        if self.data_pane.resolution.value() != value:
-            self.data_pane.resolution.setValue(value)
-
-    def _data_resolution_changed(self, value: int) -> None:
-        if self.form.widgets["resolution"].value() != value:
-            self.form.widgets["resolution"].setValue(value)

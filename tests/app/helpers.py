@@ -13,7 +13,16 @@ def wait_for_data(qtbot, window, timeout: int = 60_000) -> None:
 
 
 def configure(window, **overrides) -> None:
-    window.train_pane.form.set_values({**FAST, **overrides})
+    window.train_pane.set_values({**FAST, **overrides})
+
+
+def control(form, name: str):
+    """The Train form's widget for a config field, found the way Qt tools find one: by its name."""
+    from PySide6.QtWidgets import QWidget
+
+    widget = form.findChild(QWidget, name)
+    assert widget is not None, f"no control named {name!r}"
+    return widget
 
 
 def wait_idle(qtbot, window, timeout: int = 120_000) -> None:

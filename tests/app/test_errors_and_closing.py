@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from app import workers
 from app.errors import describe
 
-from .helpers import configure, wait_for_data, wait_idle
+from .helpers import configure, control, wait_for_data, wait_idle
 
 
 def start(qtbot, window) -> None:
@@ -49,7 +49,7 @@ def test_nan_loss_shows_a_message_and_training_can_start_again(qtbot, make_windo
     wait_for_data(qtbot, window)
     tp = window.train_pane
     configure(window, lr=1e30, max_steps=50, warmup_steps=0, preview_every=0)
-    assert tp.form.widgets["lr"].value() == 1e30
+    assert control(tp.form, "lr").value() == 1e30
     start(qtbot, window)
     wait_idle(qtbot, window)
     assert [e.kind for e in dialog_log.errors] == ["TrainingError"]

@@ -13,32 +13,47 @@ from app import settings
 from app.panes.runs_pane import default_workspace
 from cmcore import TrainConfig, Trainer
 
-from .helpers import FAST, configure, wait_for_data
+from .helpers import FAST, configure, control, wait_for_data
 
 
 def test_device_picker_lists_the_cpu(qtbot, make_window):
     window = make_window()
     ids = window.train_pane.form.device_ids()
     assert ids[0] == "auto" and "cpu" in ids
-    box = window.train_pane.form.widgets["device"]
+    box = control(window.train_pane.form, "device")
     assert "CPU" in box.itemText(ids.index("cpu"))
     box.setCurrentIndex(ids.index("cpu"))
-    assert window.gallery_pane.device == "cpu"
+    assert window.train_pane.form.device() == "cpu" and window.gallery_pane.device == "cpu"
     assert window.train_pane.current_config().device == "cpu"
+    box.setCurrentIndex(0)
+    assert window.gallery_pane.device == "auto" == window.train_pane.current_config().device
 
 
 def test_learning_rate_shows_auto_and_accepts_a_typed_value(qtbot, make_window):
-    box = make_window().train_pane.form.widgets["lr"]
-    assert box.text() == "auto" and box.value() == 0.0
+    form = make_window().train_pane.form
+    box = control(form, "lr")
+    assert box.text() == "auto" and form.config().lr == "auto"
     box.lineEdit().selectAll()
     qtbot.keyClicks(box.lineEdit(), "3e-4")
     box.interpretText()
-    assert box.value() == 3e-4
+    assert box.value() == 3e-4 and form.config().lr == 3e-4
     box.stepBy(1)
     assert box.value() == 6e-4
     box.lineEdit().setText("auto")
     box.interpretText()
-    assert box.value() == 0.0 and box.text() == "auto"
+    assert box.text() == "auto" and form.config().lr == "auto"
+
+
+def test_automatic_choices_are_written_as_auto(qtbot, make_window):
+    """lr and Adam β2 show "auto" for the config's "auto" (and for the 0 of configs before 0.2)."""
+    form = make_window().train_pane.form
+    beta2 = control(form, "adam_beta2")
+    assert beta2.text() == "auto" and form.values()["adam_beta2"] == "auto"
+    form.set_values({"adam_beta2": 0.95, "lr": 0.0})  # 0: an old spelling of auto
+    assert form.values()["adam_beta2"] == 0.95 and control(form, "lr").text() == "auto"
+    form.set_values({"adam_beta2": "auto"})
+    assert beta2.text() == "auto" and 'adam_beta2 = "auto"' in form.config().to_toml()
+    assert 'lr = "auto"' in form.config().to_toml()
 
 
 def test_builtin_presets_are_listed_and_applied(qtbot, make_window, dialog_log, tmp_path):
@@ -49,8 +64,9 @@ def test_builtin_presets_are_listed_and_applied(qtbot, make_window, dialog_log, 
     tp.preset_box.setCurrentIndex(names.index("quality"))
     tp.load_preset_button.click()
     values = tp.form.values()
-    assert values["model"] == "base" and values["resolution"] == 64 and values["precision"] == "bf16"
-    assert window.data_pane.resolution.value() == 64  # one resolution for data and training
+    assert values["model"] == "base" and values["precision"] == "bf16"
+    assert window.data_pane.resolution.value() == 64  # the one resolution: the data is decoded at it
+    assert tp.current_config().resolution == 64
     assert window.data_pane.spec == "demo"  # presets never change the data
 
     # save your own preset and apply it again later
@@ -65,6 +81,31 @@ def test_builtin_presets_are_listed_and_applied(qtbot, make_window, dialog_log, 
     assert tp.form.values()["batch_size"] == 24 and tp.form.values()["lr"] == 5e-4
 
 
+def test_a_preset_keeps_the_settings_the_form_has_no_control_for(qtbot, make_window, tmp_path):
+    window = make_window()
+    wait_for_data(qtbot, window)
+    tp = window.train_pane
+    preset = tmp_path / "tuned.toml"
+    preset.write_text('[train]\np_mean = -0.8\nparametrization = "reflow"\nhuber_c = 0.01\nbatch_size = 24\n')
+    assert tp.apply_preset(preset)
+    config = tp.current_config()
+    assert (config.p_mean, config.parametrization, config.huber_c, config.batch_size) == (-0.8, "reflow", 0.01, 24)
+    assert not tp.form.kept_box.isHidden()  # shown, not a hidden surprise
+    assert all(f"{k} = {v}" in tp.form.kept_label.text() for k, v in (("p_mean", -0.8), ("huber_c", 0.01)))
+
+    configure(window, max_steps=1, preview_every=0)  # changing the form's own settings keeps them too
+    qtbot.mouseClick(tp.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not tp.running, timeout=60_000)
+    assert tp.last_run[1] == "max_steps"
+    saved = TrainConfig.load(tp.run_dir / "config.toml")
+    assert (saved.p_mean, saved.parametrization, saved.huber_c, saved.batch_size) == (-0.8, "reflow", 0.01, 8)
+
+    qtbot.mouseClick(tp.form.kept_reset, Qt.MouseButton.LeftButton)  # "Use defaults"
+    config, defaults = tp.current_config(), TrainConfig()
+    assert (config.p_mean, config.parametrization, config.huber_c) == (defaults.p_mean, "auto", "auto")
+    assert tp.form.kept_box.isHidden()
+
+
 def test_a_bad_preset_is_reported(qtbot, make_window, dialog_log, tmp_path):
     window = make_window()
     bad = tmp_path / "bad.toml"
@@ -76,7 +117,7 @@ def test_a_bad_preset_is_reported(qtbot, make_window, dialog_log, tmp_path):
 def test_settings_are_remembered_between_sessions(qtbot, make_window, image_folder, tmp_path):
     window = make_window(data=str(image_folder))
     wait_for_data(qtbot, window)
-    configure(window, batch_size=40, max_steps=1)
+    configure(window, batch_size=40, max_steps=1, p_mean=-0.9)  # p_mean: a preset's, without a control
     window.train_pane.start()
     qtbot.waitUntil(lambda: not window.train_pane.running, timeout=60_000)
     window.runs_pane.set_workspace(tmp_path / "other-runs")
@@ -88,6 +129,7 @@ def test_settings_are_remembered_between_sessions(qtbot, make_window, image_fold
     assert again.data_pane.folder.itemText(0) == str(image_folder)
     assert again.data_pane.spec == str(image_folder)
     assert again.train_pane.form.values()["batch_size"] == 40
+    assert again.train_pane.current_config().p_mean == -0.9
 
 
 def test_data_pane_lists_skipped_files_and_can_cancel(qtbot, make_window, image_folder):

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from app.widgets.image_dialog import ImageDialog
 from cmcore.export import read_png_metadata
 
-from .helpers import configure, wait_for_data, wait_idle
+from .helpers import configure, control, wait_for_data, wait_idle
 
 
 def click(qtbot, button) -> None:
@@ -136,7 +136,7 @@ def test_cd_from_a_flow_teacher(qtbot, make_window, dialog_log):
     teacher = Path(tp.run_dir)
 
     # the teacher combo lists the finished flow run
-    teacher_box = tp.form.widgets["teacher"]
+    teacher_box = control(tp.form, "teacher")
     qtbot.waitUntil(lambda: teacher_box.findData(str(teacher)) >= 0, timeout=30_000)
     configure(window, method="cd", max_steps=3, preview_every=0)
     assert tp.form.teacher_row.isVisible()
@@ -177,7 +177,7 @@ def test_a_loss_spike_is_rolled_back_and_reported(qtbot, make_window, dialog_log
     wait_for_data(qtbot, window)
     window.show_pane("train")
     configure(window, method="flow", max_steps=48, preview_every=0)
-    assert tp.form.widgets["spike_factor"].value() == 3.0
+    assert control(tp.form, "spike_factor").value() == 3.0
     messages = []
     window.statusBar().messageChanged.connect(messages.append)
     qtbot.mouseClick(tp.start_button, Qt.MouseButton.LeftButton)
