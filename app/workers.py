@@ -8,21 +8,17 @@ a thread to finish (the GUI may be blocked in `wait()` at shutdown).
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Qt, Signal
 
 from .errors import ErrorInfo, describe
-
-if TYPE_CHECKING:  # numpy loads after the window is shown
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +179,7 @@ class TrainingWorker(BaseWorker):
     checkpoint_saved = Signal(object)  # events.CheckpointSaved
     run_finished = Signal(object)  # events.Finished
     rolled_back = Signal(object)  # events.RolledBack
-    history = Signal(object)  # dict[str, np.ndarray] of an earlier run's metrics (resume)
+    history = Signal(object)  # list[dict]: the metrics.jsonl records of the run so far (resume)
     error_context = "Training"
 
     EMIT_INTERVAL_S = 0.1
@@ -252,10 +248,12 @@ class TrainingWorker(BaseWorker):
             return
         self._flush()  # keep the order: progress before a preview/finish of a later step
         if name == "Started" and self.resume:
+            from cmcore.rundir import read_metrics
+
             # read only now: the engine has just cut metrics.jsonl back to the checkpoint's step
-            history = read_metrics(self.run_dir / "metrics.jsonl")
-            if history is not None:
-                self.history.emit(history)
+            records = read_metrics(self.run_dir)
+            if records:
+                self.history.emit(records)
         signal = {"Started": self.run_started, "Preview": self.preview,
                   "CheckpointSaved": self.checkpoint_saved, "RolledBack": self.rolled_back,
                   "Finished": self.run_finished}.get(name)
@@ -267,27 +265,6 @@ class TrainingWorker(BaseWorker):
             batch, self._buffer = self._buffer, []
             self._last_emit = time.monotonic()
             self.progress.emit(batch)
-
-
-def read_metrics(path: Path) -> dict[str, np.ndarray] | None:
-    """metrics.jsonl → arrays (step, loss, lr, n, wall); None if there is none. Bad lines are skipped
-    (a crash can leave a half-written last line)."""
-    import numpy as np
-
-    if not path.is_file():
-        return None
-    rows: list[tuple[float, float, float, float]] = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                m = json.loads(line)
-                rows.append((m["step"], m["loss"], m.get("lr", np.nan), m.get("n", np.nan), m.get("wall", np.nan)))
-            except (ValueError, KeyError, TypeError):
-                continue
-    if not rows:
-        return None
-    arr = np.asarray(rows, dtype=np.float64)
-    return {"step": arr[:, 0], "loss": arr[:, 1], "lr": arr[:, 2], "n": arr[:, 3], "wall": arr[:, 4]}
 
 
 class LatestOnly(QObject):

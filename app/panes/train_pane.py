@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
                                QWidget)
 
+from cmcore import rundir
 from cmcore.config import TrainConfig
 
 from .. import dialogs, presets, settings
@@ -220,13 +221,10 @@ class TrainPane(QWidget):
             return False
         run_dir = Path(run_dir)
         try:
-            config = TrainConfig.load(run_dir / "config.toml")
-            extended = self._extend_if_complete(run_dir, config)
-            if extended is None:
+            config = TrainConfig.load(run_dir / rundir.CONFIG)
+            if not self._agree_to_extend(run_dir, config):
                 return False
-            if extended is not config:
-                config = extended
-                config.save(run_dir / "config.toml")  # the run's record must say what it trains to
+            config = rundir.extended(run_dir, config)  # saves config.toml: the run's record says what it trains to
         except Exception as exc:  # noqa: BLE001
             self._fail_now(exc, "Resuming")
             return False
@@ -235,25 +233,17 @@ class TrainPane(QWidget):
         self._launch(TrainingWorker(None, run_dir, resume=True), run_dir, config.max_steps)
         return True
 
-    def _extend_if_complete(self, run_dir: Path, config: TrainConfig) -> TrainConfig | None:
-        """`config`, or a longer one if the run already reached its step or time limit and
-        the person agrees to go on; None if they do not."""
-        from ..workers import read_metrics
-
-        history = read_metrics(run_dir / "metrics.jsonl")
-        step = int(history["step"][-1]) if history is not None else 0
-        wall = float(history["wall"][-1]) if history is not None else 0.0
-        if step >= config.max_steps:
-            if not dialogs.confirm(self, "Run is complete", f"{run_dir.name} reached its {config.max_steps:,} "
-                                   f"steps.\nTrain {config.max_steps:,} more steps?", ok="Train more"):
-                return None
-            return config.replace(max_steps=step + config.max_steps)
-        if config.max_minutes > 0 and wall >= 60 * config.max_minutes - 1:
-            if not dialogs.confirm(self, "Time limit reached", f"{run_dir.name} used its {config.max_minutes:g} "
-                                   f"minutes.\nTrain {config.max_minutes:g} more minutes?", ok="Train more"):
-                return None
-            return config.replace(max_minutes=wall / 60 + config.max_minutes)
-        return config
+    def _agree_to_extend(self, run_dir: Path, config: TrainConfig) -> bool:
+        """True unless the run already used its step or time budget and the person does not want
+        one more (cmcore.rundir.extended then adds it)."""
+        reached = rundir.limit_reached(run_dir, config)
+        if reached == "steps":
+            return dialogs.confirm(self, "Run is complete", f"{run_dir.name} reached its {config.max_steps:,} "
+                                   f"steps.\nTrain {config.max_steps:,} more steps?", ok="Train more")
+        if reached == "minutes":
+            return dialogs.confirm(self, "Time limit reached", f"{run_dir.name} used its {config.max_minutes:g} "
+                                   f"minutes.\nTrain {config.max_minutes:g} more minutes?", ok="Train more")
+        return True
 
     def _launch(self, worker: TrainingWorker, run_dir: Path, max_steps: int) -> None:
         self.worker, self.run_dir, self.last_error = worker, run_dir, None

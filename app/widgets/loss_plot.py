@@ -25,6 +25,12 @@ def _array(values: Iterable[float]) -> np.ndarray:
     return np.fromiter(values, dtype=np.float64)
 
 
+def _column(records: list[dict], key: str) -> np.ndarray:
+    """One field of metrics records as floats; NaN (a gap in the curve) where a record lacks a number."""
+    values = (r.get(key) for r in records)
+    return np.fromiter((v if isinstance(v, (int, float)) else np.nan for v in values), dtype=np.float64)
+
+
 class LossPlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -130,9 +136,10 @@ class LossPlot(QWidget):
         self.append([e.step for e in events], [e.loss for e in events], [e.lr for e in events],
                     [e.n for e in events])
 
-    def set_history(self, history: dict[str, np.ndarray]) -> None:
+    def set_history(self, records: list[dict]) -> None:
+        """The curve so far of a resumed run: its metrics.jsonl records (cmcore.rundir.read_metrics)."""
         self.clear()
-        self.append(history["step"], history["loss"], history["lr"], history["n"])
+        self.append(*(_column(records, key) for key in ("step", "loss", "lr", "n")))
 
     def clear(self) -> None:
         for buf in (self.steps, self.loss, self.lr, self.n):

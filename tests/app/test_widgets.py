@@ -87,6 +87,16 @@ def test_loss_plot_redraw_is_rate_limited(qtbot):
     assert not plot.loss_plot.getAxis("left").logMode
 
 
+def test_loss_plot_shows_a_resumed_runs_metrics_records(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.append([99], [5.0], [1e-3], [2])  # replaced: the history is the whole curve so far
+    plot.set_history([{"step": 1, "loss": 2.0, "lr": 1e-4, "n": 1, "wall": 0.5},
+                      {"step": 2, "loss": 1.5, "n": 2}])  # a line without lr: a gap, not an error
+    assert list(plot.steps.view()) == [1, 2] and list(plot.loss.raw.view()) == [2.0, 1.5]
+    assert plot.lr.view()[0] == 1e-4 and np.isnan(plot.lr.view()[1])
+
+
 def test_images_convert_for_gray_and_rgb(qtbot):
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
     rgb = np.zeros((3, 4, 3), dtype=np.uint8)
