@@ -1,15 +1,17 @@
-"""Writing the gallery's images to disk (run in a worker thread). Every path goes
-through cmcore.export.unique_path: an existing file is never overwritten."""
+"""Writing the gallery's images to disk (run in a worker thread). File names and PNG text
+chunks are the CLI's (cmcore.export.image_stem / image_metadata); every path goes through
+cmcore.export.unique_path: an existing file is never overwritten."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .sampling import SampleResult, run_trajectory
+from .gallery_jobs import SampleRequest, SampleResult, run_trajectory
 
 
-def _stem(result: SampleResult) -> str:
-    r = result.request
-    return f"{result.run_name}_step{result.step}_{r.sampler}{r.steps}_seed{r.seed}"
+def _stem(result: SampleResult, request: SampleRequest) -> str:
+    from cmcore.export import image_stem
+
+    return image_stem(result.run_name, result.step, request.sampler, request.steps, request.seed)
 
 
 def export_images(result: SampleResult, indices: list[int], folder: Path) -> list[Path]:
@@ -17,7 +19,7 @@ def export_images(result: SampleResult, indices: list[int], folder: Path) -> lis
 
     paths = []
     for i in indices:
-        path = unique_path(Path(folder) / f"{_stem(result)}_{i:03d}.png")
+        path = unique_path(Path(folder) / f"{_stem(result, result.request)}_{i:03d}.png")
         paths.append(save_png(path, result.images[i], result.metadata(i)))
     return paths
 
@@ -25,7 +27,7 @@ def export_images(result: SampleResult, indices: list[int], folder: Path) -> lis
 def export_grid(result: SampleResult, folder: Path) -> list[Path]:
     from cmcore.export import make_grid, save_png, unique_path
 
-    path = unique_path(Path(folder) / f"{_stem(result)}_grid.png")
+    path = unique_path(Path(folder) / f"{_stem(result, result.request)}_grid.png")
     return [save_png(path, make_grid(result.images), result.metadata())]
 
 
@@ -37,6 +39,5 @@ def export_gif(result: SampleResult, folder: Path, duration_ms: int = 400) -> li
 
     request = replace(result.request, steps=max(result.request.steps, 4), sampler="multistep")
     frames = run_trajectory(request)
-    path = unique_path(Path(folder) / f"{result.run_name}_step{result.step}_multistep{request.steps}"
-                                      f"_seed{request.seed}_refinement.gif")
+    path = unique_path(Path(folder) / f"{_stem(result, request)}_refinement.gif")
     return [save_gif(path, frames + [frames[-1]] * 2, duration_ms)]  # hold the final image

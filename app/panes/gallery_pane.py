@@ -13,11 +13,13 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout,
                                QWidget)
 
+from cmcore.rundir import run_of
+
 from .. import dialogs, settings
 from ..errors import ErrorInfo
 from ..exporting import export_gif, export_grid, export_images
+from ..gallery_jobs import STRIP_STEPS, SampleRequest, SampleResult, run_sample
 from ..icons import icon_button
-from ..sampling import STRIP_STEPS, SampleRequest, SampleResult, run_sample
 from ..widgets.image_dialog import ImageDialog
 from ..widgets.images import ImageGrid, ImageLabel
 from ..workers import LatestOnly
@@ -25,6 +27,7 @@ from .common import card, muted, pane_layout, row
 
 MAX_STEPS = 16
 SAMPLERS = [("multistep", "Multistep"), ("ode", "ODE (Euler)")]
+ODE_MIN_STEPS = 8  # Euler steps below which an ODE sample is still a blur
 
 
 class GalleryPane(QWidget):
@@ -225,11 +228,14 @@ class GalleryPane(QWidget):
 
     def _on_result(self, result: SampleResult) -> None:
         r = result.request
-        if result.method == "flow" and r.sampler == "multistep" and self._auto_sampler_for != r.source:
-            # a flow teacher is sampled by integrating its ODE; multistep is for consistency models
+        if self._auto_sampler_for != r.source:
+            # the first result of a model: switch once to the sampler the engine chooses for it (a flow
+            # teacher integrates its ODE); after that the person's choice stands
             self._auto_sampler_for = r.source
-            self.sampler.setCurrentIndex(self.sampler.findData("ode"))
-            self.steps.setValue(max(self.steps.value(), 8))
+            if r.sampler != result.default_sampler:
+                self.sampler.setCurrentIndex(self.sampler.findData(result.default_sampler))
+                if result.default_sampler == "ode":
+                    self.steps.setValue(max(self.steps.value(), ODE_MIN_STEPS))
         self.result, self.last_error = result, None
         if result.strip is not None:
             self._strip_key = (r.source, r.seed, r.sampler)
@@ -276,8 +282,7 @@ class GalleryPane(QWidget):
             return Path(chosen)
         if self.result is not None:
             checkpoint = Path(self.result.checkpoint)
-            run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-            return run_dir / "exports"
+            return (run_of(checkpoint) or checkpoint.parent) / "exports"
         return Path.home()
 
     def export(self, what: str, folder: Path | None = None) -> bool:

@@ -134,6 +134,10 @@ def test_cd_from_a_flow_teacher(qtbot, make_window, dialog_log):
     wait_idle(qtbot, window)
     assert dialog_log.errors == []
     teacher = Path(tp.run_dir)
+    gp = window.gallery_pane  # shows the finished run, with the sampler the engine picks for it: the ODE
+    qtbot.waitUntil(lambda: gp.result is not None and gp.result.request.source == str(teacher)
+                    and gp.result.request.sampler == "ode" and not gp.sampling.busy, timeout=60_000)
+    assert gp.steps.value() >= 8
 
     # the teacher combo lists the finished flow run
     teacher_box = control(tp.form, "teacher")
@@ -146,6 +150,8 @@ def test_cd_from_a_flow_teacher(qtbot, make_window, dialog_log):
     assert dialog_log.errors == []
     assert tp.last_run[1] == "max_steps" and tp.step == 3
     student = Path(tp.run_dir)
+    qtbot.waitUntil(lambda: gp.result is not None and gp.result.request.source == str(student)
+                    and gp.result.request.sampler == "multistep" and not gp.sampling.busy, timeout=60_000)
     assert 'method = "cd"' in (student / "config.toml").read_text()
     assert str(teacher) in (student / "config.toml").read_text()
     qtbot.waitUntil(lambda: {r.method for r in rp.runs} == {"flow", "cd"}, timeout=30_000)

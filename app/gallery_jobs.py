@@ -7,11 +7,11 @@ A lock per generator keeps two jobs (sampling, GIF export) from using it at once
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cmcore.rundir import latest_pointer
+from cmcore.rundir import latest_pointer, run_name
 
 if TYPE_CHECKING:  # numpy loads after the window is shown
     import numpy as np
@@ -42,25 +42,16 @@ class SampleResult:
     resolution: int
     channels: int
     checkpoint: str
+    default_sampler: str  # how the engine samples this model (Generator.default_sampler)
     seconds: float = 0.0
-    meta: dict = field(default_factory=dict)
 
     def metadata(self, index: int | None = None) -> dict[str, str]:
-        """PNG text chunks: enough to find the run and regenerate the image."""
-        from . import __version__
+        """PNG text chunks: the same keys the CLI writes (cmcore.export.image_metadata)."""
+        from cmcore.export import image_metadata
 
         r = self.request
-        data = {"run": self.run_name, "step": str(self.step), "sampler": r.sampler, "steps": str(r.steps),
-                "seed": str(r.seed), "method": self.method, "checkpoint": self.checkpoint,
-                "count": str(r.count), "software": f"Consistency Studio {__version__}"}
-        if index is not None:
-            data["index"] = str(index)
-        return data
-
-
-def run_name_of(checkpoint: Path) -> str:
-    checkpoint = Path(checkpoint)
-    return checkpoint.parent.parent.name if checkpoint.parent.name == "checkpoints" else checkpoint.stem
+        return image_metadata(run=self.run_name, checkpoint=self.checkpoint, step=self.step, method=self.method,
+                              sampler=r.sampler, steps=r.steps, seed=r.seed, count=r.count, index=index)
 
 
 class GeneratorCache:
@@ -110,9 +101,9 @@ def run_sample(request: SampleRequest) -> SampleResult:
         strip = None
         if request.strip:
             strip = {s: generator.sample(1, s, request.seed, request.sampler)[0] for s in STRIP_STEPS}
-    return SampleResult(request, images, strip, run_name_of(generator.source), int(generator.step),
+    return SampleResult(request, images, strip, run_name(generator.source), int(generator.step),
                         str(generator.method), int(generator.resolution), int(generator.channels),
-                        str(generator.source), time.perf_counter() - t0)
+                        str(generator.source), generator.default_sampler, time.perf_counter() - t0)
 
 
 def run_trajectory(request: SampleRequest) -> list[np.ndarray]:
