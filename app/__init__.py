@@ -3,6 +3,6 @@
 Nothing in this package imports torch at module level: the window must appear before
 the engine (and torch) finishes loading.
 """
-__version__ = "0.1.0"
+from cmcore import __version__  # noqa: F401  (written once, in cmcore)
 APP_NAME = "Consistency Studio"
 APP_ID = "consistency-studio"

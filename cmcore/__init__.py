@@ -1,5 +1,5 @@
 """cmcore: the consistency-model engine of Consistency Studio (no Qt here, ever)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the only place the version is written (pyproject.toml and the app read it)
 
 from .config import TrainConfig  # noqa: E402
 from .errors import CheckpointError, CmcoreError, ConfigError, DataError, SaveError, TrainingError  # noqa: E402

@@ -29,6 +29,14 @@ class Checkpoint:
     weights: dict[str, dict[str, torch.Tensor]]  # "model" | "target" | "ema" -> state dict
     meta: dict
 
+    @property
+    def channels(self) -> int:
+        return int(self.meta["channels"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.meta["resolution"])
+
     def state_path(self) -> Path:
         return state_file(self.path)
 
@@ -92,8 +100,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{file} is not a Consistency Studio checkpoint (format {meta.get('format')!r})")
     try:
-        config = TrainConfig.from_dict(json.loads(meta["config"]))
+        # Not strict: a model trained with an option removed since can still be sampled.
+        config = TrainConfig.from_dict(json.loads(meta["config"]), strict=False)
         step = int(meta["step"])
+        meta.setdefault("channels", str(config.channels if config.channels != "auto" else 3))
+        meta.setdefault("resolution", str(config.resolution))
+        if int(meta["channels"]) not in (1, 3) or not 16 <= int(meta["resolution"]) <= 256:
+            raise ValueError(f"{meta['channels']} channels at {meta['resolution']} px is not a model this app makes")
     except (KeyError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{file} has unreadable metadata: {exc}") from None
     weights: dict[str, dict[str, torch.Tensor]] = {}

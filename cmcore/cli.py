@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-steps", type=int, help="stop after N steps (default 20000)")
     t.add_argument("--max-minutes", type=float, help="stop after M minutes of training (default 10; 0 = no limit)")
-    t.add_argument("--lr", type=float, help=f"learning rate (default auto: {LR_FROM_SCRATCH:g}, or {LR_FROM_TEACHER:g} "
-                   "for a CD student from its teacher)")
+    t.add_argument("--lr", help=f"learning rate, or auto (the default: {LR_FROM_SCRATCH:g}, or {LR_FROM_TEACHER:g} "
+                   "for a CD student, which starts from its teacher)")
     t.add_argument("--device", help="auto | cpu | cuda:N | mps")
     t.add_argument("--seed", type=int)
     t.add_argument("--config", type=Path, help="a TOML file with any TrainConfig fields (flags override it)")
@@ -63,7 +63,7 @@ def _train(args) -> int:
     else:
         config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None}
-    config = config.replace(**overrides).validate()
+    config = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
     bar = None if args.quiet else _ProgressBar()
     trainer = Trainer(config, args.out, resume=args.resume, on_event=bar)
     try:
@@ -112,19 +112,23 @@ class _ProgressBar:
 
 
 def _sample(args) -> int:
-    from .export import make_grid, save_png
+    from .export import image_metadata, image_stem, make_grid, save_png, unique_path
     from .generator import load_generator
+    from .rundir import run_name
 
     if args.steps < 1 or args.num < 1:
         raise CmcoreError("--steps and --num must be at least 1")
     gen = load_generator(args.source, args.device)
     images = gen.sample(args.num, args.steps, args.seed, args.sampler)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"run": str(gen.source), "step": str(gen.step), "sampler": args.sampler, "steps": str(args.steps)}
+    run = run_name(gen.source)
+    meta = dict(run=run, checkpoint=str(gen.source), step=gen.step, method=gen.method, sampler=args.sampler,
+                steps=args.steps, seed=args.seed, count=args.num)
+    stem = image_stem(run, gen.step, args.sampler, args.steps, args.seed)
     for i, image in enumerate(images):
-        save_png(args.out / f"sample_{args.seed}_{i:04d}.png", image, {**meta, "seed": str(args.seed), "index": str(i)})
+        save_png(unique_path(args.out / f"{stem}_{i:03d}.png"), image, image_metadata(**meta, index=i))
     if args.grid:
-        save_png(args.grid, make_grid(images), {**meta, "seed": str(args.seed)})
+        save_png(args.grid, make_grid(images), image_metadata(**meta))
     print(f"wrote {len(images)} images to {args.out}")
     return 0
 
@@ -142,7 +146,9 @@ def _info(args) -> int:
     run_dir = run_of(ckpt.path)
     records = read_metrics(run_dir) if run_dir is not None else []
     if records:
-        print(f"last loss  : {records[-1]['loss']:.5g} at step {records[-1]['step']}")
+        last = records[-1]
+        loss = f"{last['loss']:.5g}" if isinstance(last.get("loss"), (int, float)) else "?"
+        print(f"last loss  : {loss} at step {last['step']}")
     return 0
 
 

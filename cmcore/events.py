@@ -21,8 +21,7 @@ class Progress:
     max_steps: int
     loss: float
     lr: float
-    n: float  # steps of the curriculum (continuous for ect_smooth)
-    mu: float
+    n: int  # steps of the curriculum
     images_per_s: float
     elapsed_s: float
     eta_s: float | None

@@ -8,6 +8,24 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 
+def image_metadata(*, run: str, checkpoint: str, step: int, method: str, sampler: str, steps: int, seed: int,
+                   count: int, index: int | None = None) -> dict[str, str]:
+    """The PNG text chunks of a sampled image or grid: enough to find the model and draw it again.
+    The CLI and the app write the same keys."""
+    from . import __version__
+
+    data = {"run": run, "checkpoint": checkpoint, "step": str(step), "method": method, "sampler": sampler,
+            "steps": str(steps), "seed": str(seed), "count": str(count), "software": f"Consistency Studio {__version__}"}
+    if index is not None:
+        data["index"] = str(index)
+    return data
+
+
+def image_stem(run: str, step: int, sampler: str, steps: int, seed: int) -> str:
+    """The start of an exported file's name: run, checkpoint step, sampler and steps, seed."""
+    return f"{run}_step{step}_{sampler}{steps}_seed{seed}"
+
+
 def unique_path(path: str | Path) -> Path:
     """`path`, or `name-1.ext`, `name-2.ext`... if it exists: never overwrite silently."""
     path = Path(path)

@@ -8,10 +8,11 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .devices import resolve_device
-from .sampling import default_times, multistep, sample, to_uint8
-from .training import build_model
+from .model import load_model
+from .sampling import sample, to_uint8
 
 SAMPLER_NAMES = ("multistep", "ode")
+_SAMPLER_FUNCTIONS = {"multistep": "multistep", "ode": "ode_euler"}
 
 
 class Generator:
@@ -21,26 +22,22 @@ class Generator:
         self.config = ckpt.config
         self.step = ckpt.step
         self.method = ckpt.config.method
-        self.channels = int(ckpt.meta.get("channels", 3))
-        self.resolution = int(ckpt.meta.get("resolution", ckpt.config.resolution))
+        self.channels, self.resolution = ckpt.channels, ckpt.resolution
         self.device = resolve_device(device)
-        self.model = build_model(self.config, self.channels, self.resolution)
-        self.model.load_state_dict(ckpt.weights.get("ema") or ckpt.weights["model"])
-        self.model.to(self.device).eval()
+        self.model = load_model(ckpt, self.device)
 
     @property
     def default_sampler(self) -> str:
-        """A flow teacher is sampled by integrating its ODE; multistep is for consistency models."""
-        return "ode" if self.method == "flow" else "multistep"
+        return self.config.default_sampler
 
     def _shape(self, num: int) -> tuple[int, int, int, int]:
         return (num, self.channels, self.resolution, self.resolution)
 
-    def sample_tensor(self, num: int, steps: int, seed: int, sampler: str = "multistep") -> torch.Tensor:
+    def sample_tensor(self, num: int, steps: int, seed: int, sampler: str = "multistep", callback=None) -> torch.Tensor:
         if sampler not in SAMPLER_NAMES:
             raise ValueError(f"sampler must be one of {SAMPLER_NAMES}")
-        name = "ode_euler" if sampler == "ode" else "multistep"
-        return sample(self.model, self._shape(num), steps, seed, name, self.device)
+        return sample(self.model, self._shape(num), steps, seed, _SAMPLER_FUNCTIONS[sampler], self.device,
+                      callback=callback)
 
     def sample(self, num: int, steps: int, seed: int, sampler: str = "multistep") -> np.ndarray:
         """uint8 N×H×W×C images; the same seed gives the same images."""
@@ -49,9 +46,7 @@ class Generator:
     def trajectory(self, num: int, steps: int, seed: int) -> list[np.ndarray]:
         """The multistep sampler's denoised estimate after each step (GIF frames)."""
         frames: list[np.ndarray] = []
-        generator = torch.Generator().manual_seed(int(seed))
-        x1 = torch.randn(self._shape(num), generator=generator).to(self.device)
-        multistep(self.model, x1, default_times(steps), generator, lambda i, x: frames.append(to_uint8(x)))
+        self.sample_tensor(num, steps, seed, "multistep", callback=lambda i, x: frames.append(to_uint8(x)))
         return frames
 
 

@@ -8,16 +8,13 @@ parametrisations have c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x holds exact
   predicts x - v instead of v. Same function class, but the noise that v must copy at
   t = 1 (v = x1 - x0) is carried by the skip, so at t = 1 the network outputs the image
   itself and a fresh network (F = 0) starts from f = (1-t)·x instead of f = x.
-- ``edm``: the EDM-style scalings for this noising. With s = sigma_data and
-  var(t) = (1-t)²s² + t² the variance of x_t: c_in = 1/√var, c_skip = (1-t)s²/var,
-  c_out = t·s/√var, which keep the network's input and target at unit scale.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-SIGMA_DATA = 0.5
+PARAMETRIZATIONS = ("blend", "reflow")
 
 
 def noise(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -31,20 +28,18 @@ def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class ConsistencyFunction(nn.Module):
-    def __init__(self, net: nn.Module, parametrization: str = "reflow", sigma_data: float = SIGMA_DATA):
+    def __init__(self, net: nn.Module, parametrization: str = "reflow"):
         super().__init__()
-        self.net, self.parametrization, self.sigma_data = net, parametrization, sigma_data
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"unknown parametrization {parametrization!r}")
+        self.net, self.parametrization = net, parametrization
 
     def scalings(self, t: torch.Tensor):
         """(c_skip, c_out, c_in, c_noise) for times t."""
+        one = torch.ones_like(t)
         if self.parametrization == "reflow":
-            one = torch.ones_like(t)
             return one, -t, one, t
-        if self.parametrization == "blend":
-            return 1 - t, t, torch.ones_like(t), t
-        s2 = self.sigma_data**2
-        var = (1 - t) ** 2 * s2 + t**2
-        return (1 - t) * s2 / var, t * self.sigma_data / var.sqrt(), var.rsqrt(), t
+        return 1 - t, t, one, t
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The consistency function f(x_t, t): an estimate of x0."""
@@ -58,9 +53,7 @@ class ConsistencyFunction(nn.Module):
         t = _as_batch(t, x)
         if self.parametrization == "reflow":
             return self.net(x, t).to(x.dtype)
-        if self.parametrization == "blend":  # exact at every t, no division by t
-            return x - self.net(x, t).to(x.dtype)
-        return (x - self(x, t)) / _bcast(t.clamp_min(1e-4), x)
+        return x - self.net(x, t).to(x.dtype)  # blend: exact at every t, no division by t
 
 
 def _as_batch(t, x: torch.Tensor) -> torch.Tensor:

@@ -21,19 +21,15 @@ from .config import TrainConfig
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, TrainingError
 from .guard import SpikeGuard
-from .rundir import DATA_REPORT, METRICS, PREVIEWS, append_metrics, atomic_write_bytes, has_checkpoint, truncate_metrics
+from .model import build_model, load_model
+from .rundir import CONFIG, DATA_REPORT, METRICS, PREVIEWS, append_metrics, atomic_write_bytes, has_checkpoint, truncate_metrics
 from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
-from .nets import build_unet, count_parameters
+from .nets import count_parameters
 from .precond import ConsistencyFunction
 from .sampling import sample as run_sampler, to_uint8
 from .schedules import TimePairs, ema_warmup, lr_factor
 
 EventCallback = Callable[[object], None]
-
-
-def build_model(config: TrainConfig, channels: int, resolution: int) -> ConsistencyFunction:
-    return ConsistencyFunction(build_unet(config.model, channels, resolution, config.concrete_dropout()),
-                               config.concrete_parametrization())
 
 
 @torch.no_grad()
@@ -51,7 +47,7 @@ class Trainer:
         if config is None:
             if not resume:
                 raise ConfigError("a new run needs a configuration")
-            config = TrainConfig.load(self.run_dir / "config.toml")
+            config = TrainConfig.load(self.run_dir / CONFIG)
         self.config = config
         self.resume = resume
         self._config_given = config is not None
@@ -83,8 +79,7 @@ class Trainer:
 
     # --- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
-        # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
-        c = self.config = self.config.validate().resolved()
+        c = self.config.validate()
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         if self.dataset is None:
@@ -92,10 +87,9 @@ class Trainer:
 
             self.dataset = load_dataset(c.data, c.resolution, c.channels, c.hflip)
         self.channels, self.resolution = self.dataset.channels, self.dataset.resolution
-        self.teacher = self._load_teacher() if c.teacher and c.method in ("cd", "ct") else None
-        if self.teacher is not None and c.init_from_teacher:
-            # A student that starts from the teacher's weights must read them the same way.
-            c = self.config = c.replace(model=self.teacher_config.model, parametrization=self.teacher_config.concrete_parametrization())
+        self.teacher, teacher_config = self._load_teacher() if c.method == "cd" else (None, None)
+        # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
+        c = self.config = c.resolved(self.channels, teacher_config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / PREVIEWS).mkdir(exist_ok=True)
         if not self.resume:
@@ -103,32 +97,25 @@ class Trainer:
                 raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new folder")
             (self.run_dir / METRICS).unlink(missing_ok=True)
         if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
-            c.save(self.run_dir / "config.toml")
+            c.save(self.run_dir / CONFIG)
         atomic_write_bytes(self.run_dir / DATA_REPORT, json.dumps(self.dataset.report.to_dict(), indent=1).encode())
 
         self.model = build_model(c, self.channels, self.resolution).to(self.device)
-        if self.teacher is not None and c.init_from_teacher and not self.resume:
-            self._init_from_teacher()
-        self.target = None
-        if c.method != "flow" and (c.target_ema > 0 or c.curriculum == "sqrt"):
-            self.target = copy.deepcopy(self.model).requires_grad_(False)
+        if self.teacher is not None and not self.resume:
+            self.model.load_state_dict(self.teacher.state_dict())  # a CD student starts from its teacher
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        opt_cls = torch.optim.RAdam if c.optimizer == "radam" else torch.optim.Adam
-        self.optimizer = opt_cls(self.model.parameters(), lr=c.lr, betas=(0.9, c.adam_beta2),
-                                 weight_decay=c.weight_decay)
+        self.optimizer = torch.optim.RAdam(self.model.parameters(), lr=c.lr, betas=(0.9, c.adam_beta2))
         self.use_autocast = self.device.type == "cuda" and c.precision != "fp32"
         self.amp_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and c.precision == "fp16")
 
         self.pairs = TimePairs(c)
         if c.method == "flow":
-            self.loss_fn = FlowLoss(c.flow_weighting)
+            self.loss_fn = FlowLoss()
         elif c.method == "cd":
-            self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.teacher_solver, c.anchor, c.anchor_steps,
-                                                       distance=c.distance, weighting=c.weighting, huber_c=c.huber_c,
-                                                       fine_weight=c.fine_weight)
+            self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.distance, c.huber_c)
         else:
-            self.loss_fn = ConsistencyTrainingLoss(c.distance, c.weighting, c.huber_c, c.fine_weight)
+            self.loss_fn = ConsistencyTrainingLoss(c.distance, c.huber_c)
 
         self.data_gen = torch.Generator().manual_seed(c.seed * 4 + 1)
         self.noise_gen = torch.Generator().manual_seed(c.seed * 4 + 2)
@@ -142,25 +129,15 @@ class Trainer:
             if self.guard.enabled and self.guard.calm():  # the resumed weights: the first rollback target
                 self.guard.add_snapshot(self.step, self._snapshot())
 
-    def _load_teacher(self) -> ConsistencyFunction:
+    def _load_teacher(self) -> tuple[ConsistencyFunction, TrainConfig]:
         ckpt = load_checkpoint(self.config.teacher)
-        tc = ckpt.config
+        tc = ckpt.config.resolved(ckpt.channels)
         if tc.method != "flow":
             raise ConfigError(f"teacher {ckpt.path} is a {tc.method!r} run; a teacher must be a 'flow' run")
-        ch, res = int(ckpt.meta.get("channels", 0)), int(ckpt.meta.get("resolution", 0))
-        if (ch, res) != (self.channels, self.resolution):
-            raise ConfigError(f"teacher was trained on {ch}-channel {res}px images, this data is "
+        if (ckpt.channels, ckpt.resolution) != (self.channels, self.resolution):
+            raise ConfigError(f"teacher was trained on {ckpt.channels}-channel {ckpt.resolution}px images, this data is "
                               f"{self.channels}-channel {self.resolution}px: match resolution and channels")
-        self.teacher_config = tc
-        teacher = build_model(tc, ch, res)
-        teacher.load_state_dict(ckpt.weights.get("ema") or ckpt.weights["model"])
-        return teacher.to(self.device).eval().requires_grad_(False)
-
-    def _init_from_teacher(self) -> None:
-        try:
-            self.model.load_state_dict(self.teacher.state_dict())
-        except RuntimeError:
-            raise ConfigError("init_from_teacher needs the same model size and parametrization as the teacher") from None
+        return load_model(ckpt, self.device), tc
 
     def _restore(self) -> None:
         try:
@@ -169,8 +146,6 @@ class Trainer:
             raise CheckpointError(f"{self.run_dir} has no checkpoint to resume from") from None
         self.model.load_state_dict(ckpt.weights["model"])
         self.ema.load_state_dict(ckpt.weights["ema"])
-        if self.target is not None and "target" in ckpt.weights:
-            self.target.load_state_dict(ckpt.weights["target"])
         state = ckpt.load_state()
         self.optimizer.load_state_dict(state["optimizer"])
         if "scaler" in state:
@@ -212,7 +187,7 @@ class Trainer:
             if self.guard.wants_snapshot(self.step) and not self._has_snapshot_at(self.step):
                 self.guard.add_snapshot(self.step, self._snapshot())
             started = time.perf_counter()
-            loss, n, mu, lr = self._train_step()
+            loss, n, lr = self._train_step()
             self.elapsed += time.perf_counter() - started
             self.step += 1
             ratio = self.guard.observe(loss)
@@ -222,7 +197,7 @@ class Trainer:
             if self.step % c.log_every == 0 or self.step == c.max_steps:
                 now = time.perf_counter()
                 ips = window_images / max(1e-9, now - window_start)
-                self._log(window_loss / window_count, lr, n, mu, ips)
+                self._log(window_loss / window_count, lr, n, ips)
                 window_loss, window_count, window_start, window_images = 0.0, 0, now, 0
             if c.preview_every and self.step % c.preview_every == 0:
                 self.preview()
@@ -236,10 +211,9 @@ class Trainer:
         self.on_event(events.Finished(self.step, reason))
         return self.step
 
-    def _train_step(self) -> tuple[float, float, float, float]:
+    def _train_step(self) -> tuple[float, int, float]:
         c = self.config
-        k = self._fraction() * c.max_steps
-        n, mu = self.pairs.n(k, c.max_steps), self.pairs.target_ema(k, c.max_steps)
+        n = self.pairs.n(self._fraction() * c.max_steps, c.max_steps)
         lr = c.lr * lr_factor(self.step, c.warmup_steps, self._fraction(), c.lr_min_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -252,8 +226,7 @@ class Trainer:
                     loss = self.loss_fn(self.model, x0, x1, t).mean()
                 else:
                     t, r = self.pairs.sample(n, c.batch_size, self.time_gen)
-                    target = self.target if self.target is not None else self.model
-                    loss = self.loss_fn(self.model, target, x0, x1, t.to(self.device), r.to(self.device), n=n).mean()
+                    loss = self.loss_fn(self.model, x0, x1, t.to(self.device), r.to(self.device)).mean()
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at step {self.step + 1}: lower the learning rate "
@@ -268,17 +241,13 @@ class Trainer:
         except torch.OutOfMemoryError:
             raise TrainingError(f"out of memory at step {self.step + 1}: lower the batch size, "
                                 "the model size or the resolution") from None
-        if self.target is not None:
-            ema_update(self.target, self.model, mu)
         ema_update(self.ema, self.model, ema_warmup(c.ema_eval, self.step))
-        return value, n, mu, lr
+        return value, n, lr
 
     # --- the spike guard (cmcore/guard.py) ---------------------------------------------------------
     def _snapshot(self) -> dict:
         """Copies (on the CPU, off the accelerator's memory) of everything a rollback restores."""
         parts = {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "scaler": self.scaler}
-        if self.target is not None:
-            parts["target"] = self.target
         return {name: _to_cpu(part.state_dict()) for name, part in parts.items()}
 
     def _has_snapshot_at(self, step: int) -> bool:
@@ -291,16 +260,14 @@ class Trainer:
         to_step, snap = found
         self.model.load_state_dict(snap["model"])
         self.ema.load_state_dict(snap["ema"])
-        if self.target is not None:
-            self.target.load_state_dict(snap["target"])
         self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))  # moves the state to the params' device
         self.scaler.load_state_dict(snap["scaler"])
         self.guard.rolled_back(to_step)
         self.on_event(events.RolledBack(self.step, to_step, ratio))
 
-    def _log(self, loss: float, lr: float, n: float, mu: float, ips: float) -> None:
+    def _log(self, loss: float, lr: float, n: int, ips: float) -> None:
         c = self.config
-        record = {"step": self.step, "loss": loss, "lr": lr, "n": round(n, 3), "mu": mu, "images_per_s": round(ips, 2),
+        record = {"step": self.step, "loss": loss, "lr": lr, "n": n, "images_per_s": round(ips, 2),
                   "wall": round(self.elapsed, 3)}
         if self.guard.rollbacks:
             record["rollbacks"] = self.guard.rollbacks
@@ -310,12 +277,12 @@ class Trainer:
         if c.max_minutes > 0:
             time_left = max(0.0, 60 * c.max_minutes - self.elapsed)
             remaining = time_left if remaining is None else min(remaining, time_left)
-        self.on_event(events.Progress(self.step, c.max_steps, loss, lr, n, mu, ips, self.elapsed, remaining,
+        self.on_event(events.Progress(self.step, c.max_steps, loss, lr, n, ips, self.elapsed, remaining,
                                       self._fraction()))
 
     # --- previews and checkpoints ----------------------------------------------------------------
     def preview_steps(self) -> tuple[tuple[int, str], ...]:
-        if self.config.method == "flow":
+        if self.config.default_sampler == "ode":
             return ((1, "ode_euler"), (16, "ode_euler"))
         return ((1, "multistep"), (4, "multistep"))
 
@@ -334,8 +301,6 @@ class Trainer:
 
     def save(self) -> Path:
         weights = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
-        if self.target is not None:  # with μ = 0 the target is the model itself
-            weights["target"] = self.target.state_dict()
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                  "data_gen": self.data_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
                  "time_gen": self.time_gen.get_state(), "torch_rng": torch.get_rng_state(),
