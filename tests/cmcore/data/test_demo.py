@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from cmcore.demo import DEMO_CLASSES, make_demo
+from cmcore.data.demo import DEMO_CLASSES, make_demo
 
 
 def test_same_arguments_give_identical_bytes():
