@@ -37,19 +37,19 @@ def profile_case(method: str, model: str, batch: int, device: str, steps: int, f
     config = TrainConfig(method=method, model=model, batch_size=batch, max_steps=10 ** 6, device=device,
                          teacher=teacher, preview_every=0, checkpoint_every=0, log_every=10 ** 6)
     trainer = Trainer(config, f"{folder}/{method}_{model}")
-    trainer._setup()
+    trainer.setup()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(10):  # warm-up: allocator, cuDNN autotuning, lazy inits
-        trainer._train_step()
+        trainer.train_step()
     sync()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._train_step()
+        trainer.train_step()
     sync()
     wall_ms = 1000 * (time.perf_counter() - start) / steps
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            trainer._train_step()
+            trainer.train_step()
         sync()
     averages = prof.key_averages()
     kernel_ms = sum(kernel_us(e) for e in averages if e.key != "ProfilerStep*") / 1000 / steps

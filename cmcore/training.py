@@ -78,7 +78,9 @@ class Trainer:
         return self._stop.is_set()
 
     # --- set-up ------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Load the data (and teacher), build or restore the model and optimiser: everything `run` needs
+        before its first step (and all `train_step` needs, for a benchmark)."""
         c = self.config.validate()
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
@@ -168,7 +170,7 @@ class Trainer:
         return min(1.0, frac)
 
     def run(self) -> int:
-        self._setup()
+        self.setup()
         c = self.config
         self.on_event(events.Started(str(self.run_dir), self.step, c.max_steps, count_parameters(self.model), str(self.device)))
         reason, last_saved = "max_steps", self.step
@@ -187,7 +189,7 @@ class Trainer:
             if self.guard.wants_snapshot(self.step) and not self._has_snapshot_at(self.step):
                 self.guard.add_snapshot(self.step, self._snapshot())
             started = time.perf_counter()
-            loss, n, lr = self._train_step()
+            loss, n, lr = self.train_step()
             self.elapsed += time.perf_counter() - started
             self.step += 1
             ratio = self.guard.observe(loss)
@@ -211,7 +213,9 @@ class Trainer:
         self.on_event(events.Finished(self.step, reason))
         return self.step
 
-    def _train_step(self) -> tuple[float, int, float]:
+    def train_step(self) -> tuple[float, int, float]:
+        """One optimisation step, exactly as `run` takes it (no logging, previews or checkpoints):
+        (loss, the curriculum's n, learning rate). `cmcore bench` times this."""
         c = self.config
         n = self.pairs.n(self._fraction() * c.max_steps, c.max_steps)
         lr = c.lr * lr_factor(self.step, c.warmup_steps, self._fraction(), c.lr_min_ratio)
@@ -226,7 +230,7 @@ class Trainer:
                     loss = self.loss_fn(self.model, x0, x1, t).mean()
                 else:
                     t, r = self.pairs.sample(n, c.batch_size, self.time_gen)
-                    loss = self.loss_fn(self.model, x0, x1, t.to(self.device), r.to(self.device)).mean()
+                    loss = self.loss_fn(self.model, x0, x1, t.to(self.device), r.to(self.device), n).mean()
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at step {self.step + 1}: lower the learning rate "

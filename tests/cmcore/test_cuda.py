@@ -49,11 +49,11 @@ def test_training_in_each_precision_learns_and_saves(method, precision, cuda_con
 
 def test_autocast_runs_the_network_in_bf16(cuda_config, tmp_path):
     trainer = Trainer(cuda_config.replace(method="ct", precision="bf16"), tmp_path)
-    trainer._setup()
+    trainer.setup()
     seen = []
     conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
-    trainer._train_step()
+    trainer.train_step()
     assert torch.bfloat16 in seen
 
 

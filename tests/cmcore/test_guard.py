@@ -91,7 +91,7 @@ def test_a_run_whose_weights_are_wrecked_rolls_back_and_recovers(small_config, t
             restored.append(all(torch.equal(v, snap["model"][k]) for k, v in trainer.model.state_dict().items()))
 
     trainer = Trainer(config, tmp_path / "wrecked", on_event=on_event)
-    original = trainer._train_step
+    original = trainer.train_step
 
     def wreck_at_step_30():
         if trainer.step == 30:
@@ -100,7 +100,7 @@ def test_a_run_whose_weights_are_wrecked_rolls_back_and_recovers(small_config, t
                     p.add_(torch.randn_like(p) * 3 * p.std().clamp_min(0.05))
         return original()
 
-    monkeypatch.setattr(trainer, "_train_step", wreck_at_step_30)
+    monkeypatch.setattr(trainer, "train_step", wreck_at_step_30)
     assert trainer.run() == 48
     rollbacks = [e for e in seen if isinstance(e, events.RolledBack)]
     assert len(rollbacks) == 1 and restored == [True]
@@ -118,6 +118,6 @@ def test_resume_restores_the_loss_history_and_starts_from_a_snapshot(small_confi
     assert trainer.run() == 10
     losses = list(trainer.guard.losses)
     resumed = Trainer(None, tmp_path / "r", resume=True)
-    resumed._setup()
+    resumed.setup()
     assert list(resumed.guard.losses) == losses and len(losses) == 10
     assert [step for step, _ in resumed.guard.snapshots] == [10]

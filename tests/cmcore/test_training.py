@@ -52,7 +52,7 @@ def test_cd_from_a_flow_teacher(small_config, tmp_path):
     # The student starts from the teacher's weights.
     teacher = load_checkpoint(tmp_path / "teacher").weights["ema"]
     student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd2")
-    student._setup()
+    student.setup()
     name = "net.stem.weight"
     assert torch.equal(student.model.state_dict()[name], teacher[name])
 
@@ -70,7 +70,7 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
     assert load_generator(tmp_path / "ct").default_sampler == "multistep"
     assert load_generator(tmp_path / "teacher").default_sampler == "ode"
     student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd")
-    student._setup()
+    student.setup()
     assert student.config.parametrization == "reflow"  # it starts from the teacher's weights
     assert student.config.lr == LR_FROM_TEACHER < LR_FROM_SCRATCH
     # dropout auto: the student drops, CT and the teacher do not; the net really has it
@@ -95,7 +95,7 @@ def test_auto_parametrization_and_lr_are_resolved_per_method_and_saved(small_con
 def test_student_adopts_the_teachers_model_and_parametrization(small_config, tmp_path):
     run(small_config.replace(method="flow", parametrization="blend"), tmp_path / "teacher")
     student = Trainer(small_config.replace(method="cd", teacher=str(tmp_path / "teacher"), model="small"), tmp_path / "cd")
-    student._setup()
+    student.setup()
     assert student.config.parametrization == "blend" and student.model.parametrization == "blend"
     assert student.config.model == "tiny"
     teacher = load_checkpoint(tmp_path / "teacher").weights["ema"]
@@ -144,7 +144,7 @@ def test_resume_drops_metrics_logged_after_the_last_checkpoint(small_config, tmp
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_config, tmp_path, monkeypatch):
     config = small_config.replace(max_steps=20, checkpoint_every=4)
     trainer = Trainer(config, tmp_path / "nan")
-    original = trainer._train_step
+    original = trainer.train_step
 
     def poisoned():
         if trainer.step == 9:
@@ -152,7 +152,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_config, 
                 next(trainer.model.parameters()).fill_(float("nan"))
         return original()
 
-    monkeypatch.setattr(trainer, "_train_step", poisoned)
+    monkeypatch.setattr(trainer, "train_step", poisoned)
     with pytest.raises(TrainingError, match="step 10"):
         trainer.run()
     ckpt = load_checkpoint(tmp_path / "nan")
