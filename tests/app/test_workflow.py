@@ -168,7 +168,7 @@ def test_a_loss_spike_is_rolled_back_and_reported(qtbot, make_window, dialog_log
     from cmcore.guard import SpikeGuard
 
     monkeypatch.setattr(training, "SpikeGuard", functools.partial(SpikeGuard, window=4, history=16, snapshot_every=8))
-    original = training.Trainer._train_step
+    original = training.Trainer.train_step
 
     def wreck_at_step_30(trainer):
         if trainer.step == 30:
@@ -177,7 +177,7 @@ def test_a_loss_spike_is_rolled_back_and_reported(qtbot, make_window, dialog_log
                     p.add_(torch.randn_like(p) * 3 * p.std().clamp_min(0.05))
         return original(trainer)
 
-    monkeypatch.setattr(training.Trainer, "_train_step", wreck_at_step_30)
+    monkeypatch.setattr(training.Trainer, "train_step", wreck_at_step_30)
     window = make_window(data="demo")
     tp = window.train_pane
     wait_for_data(qtbot, window)
