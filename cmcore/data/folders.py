@@ -5,15 +5,23 @@ reported with a reason, never fatal (too large, not an image, truncated, unreada
 Every PIL mode ends up as 8-bit L or RGB (16-bit scaled rather than clipped, transparency
 composited onto white, EXIF orientation applied), then the shorter side is resized to
 the resolution and the centre cropped. Decoded folders are cached (see ``cache``).
+
+Memory stays bounded: the decoded images go straight into one preallocated uint8 tensor
+(rows written as files finish, put in file order in place at the end, the unused rows of
+skipped files released), so the peak is about the final tensor, not a list of arrays plus
+their stack. The channel count of an "auto" load is decided before decoding from the
+files' headers (colour as soon as one header is colour), so a grayscale folder never
+holds a three-channel buffer.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,21 +75,15 @@ def load_folder(
             str(folder), len(images), resolution, images.shape[1], skipped, cache_hit=True
         )
     check_cancel(cancel)
-    results = _decode_all(candidates, resolution, max_pixels, progress, cancel)
-    skipped = [
-        SkippedFile(str(c.path), r) for c, r in zip(candidates, results) if isinstance(r, str)
-    ]
-    decoded = [r for r in results if not isinstance(r, str)]
-    if not decoded:
+    images, skipped = _decode_all(candidates, resolution, wanted, max_pixels, progress, cancel)
+    if images is None:
         first = skipped[0]
         raise DataError(
             f"No usable image in {folder}: all {len(skipped)} image file(s) were skipped "
             f"(e.g. {first.path}: {first.reason})"
         )
-    channels = wanted or (1 if all(gray for _, gray in decoded) else 3)
-    images = _stack(decoded, channels, resolution)
     write_cache(cache_file, images, skipped)
-    return images, DataReport(str(folder), len(images), resolution, channels, skipped)
+    return images, DataReport(str(folder), len(images), resolution, images.shape[1], skipped)
 
 
 def check_cancel(cancel: Callable[[], bool] | None) -> None:
@@ -128,11 +130,13 @@ def _stat_candidate(path: Path, relative: str) -> _Candidate:
 def _decode_all(
     candidates: Sequence[_Candidate],
     resolution: int,
+    wanted: int | None,
     max_pixels: int,
     progress: Callable[[int, int], None] | None,
     cancel: Callable[[], bool] | None,
-) -> list[tuple[np.ndarray, bool] | str]:
-    """Decode in a few threads (PIL releases the GIL); results keep the input order.
+) -> tuple[torch.Tensor | None, list[SkippedFile]]:
+    """(uint8 [N, C, R, R] of the usable files in file order, or None if there is none;
+    the skipped files in file order), decoded in a few threads (PIL releases the GIL).
 
     PIL's decompression-bomb *warning* is turned into an error for the duration, so a
     huge image is skipped rather than decoded. Before Python 3.14 warning filters are
@@ -140,24 +144,162 @@ def _decode_all(
     the previous filters) rather than per worker thread, which would race.
     """
     total = len(candidates)
-    results: list[tuple[np.ndarray, bool] | str | None] = [None] * total
+    reasons: dict[int, str] = {}
     workers = max(2, min(4, os.cpu_count() or 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         pool = ThreadPoolExecutor(workers, thread_name_prefix="cmcore-decode")
         try:
-            futures = {
-                pool.submit(_decode_file, c, resolution, max_pixels): i
-                for i, c in enumerate(candidates)
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
+            channels = wanted or _header_channels(pool, candidates, max_pixels, workers, cancel)
+            rows = _Rows(total, channels, resolution, auto=wanted is None)
+            decode = lambda c: _decode_file(c, resolution, max_pixels)  # noqa: E731
+            for done, (index, result) in enumerate(
+                _completed(pool, decode, candidates, 4 * workers), start=1
+            ):
+                if isinstance(result, str):
+                    reasons[index] = result
+                else:
+                    rows.add(index, *result)
                 if progress:
                     progress(done, total)
                 check_cancel(cancel)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    return results
+    skipped = [SkippedFile(str(candidates[i].path), reasons[i]) for i in sorted(reasons)]
+    return (rows.finish() if rows.count else None), skipped
+
+
+def _completed(
+    pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int
+) -> Iterator[tuple[int, object]]:
+    """(index, fn(item)) as they finish, with at most ``window`` submitted and not yet taken:
+    finished results never pile up, and a generator closed early cancels the rest."""
+    pending: dict[Future, int] = {}
+    todo = iter(enumerate(items))
+    try:
+        while True:
+            for index, item in itertools.islice(todo, window - len(pending)):
+                pending[pool.submit(fn, item)] = index
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield pending.pop(future), future.result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _header_channels(
+    pool: ThreadPoolExecutor,
+    candidates: Sequence[_Candidate],
+    max_pixels: int,
+    workers: int,
+    cancel: Callable[[], bool] | None,
+) -> int:
+    """3 as soon as one file's header is colour, else 1: the "auto" channel count, read
+    before decoding so the buffer is allocated once with it. Only an all-grayscale folder
+    has every header read (cheap, except palette images, whose palette PIL must load)."""
+    peeks = _completed(pool, lambda c: _header_is_gray(c, max_pixels), candidates, 4 * workers)
+    try:
+        for _, gray in peeks:
+            check_cancel(cancel)
+            if gray is False:
+                return 3
+    finally:
+        peeks.close()
+    return 1
+
+
+def _header_is_gray(candidate: _Candidate, max_pixels: int) -> bool | None:
+    """``_is_grayscale`` of the opened file exactly as decoding would compute it, or None
+    for a file decoding will skip anyway (empty, too large, unreadable, not an image)."""
+    if candidate.size == 0:
+        return None
+    try:
+        with Image.open(candidate.path) as im:
+            if im.size[0] * im.size[1] > max_pixels:
+                return None
+            return _is_grayscale(im)
+    except Exception:  # whatever it is, decoding meets it again and gives the reason
+        return None
+
+
+class _Rows:
+    """The preallocated uint8 buffer the decoded images are written into.
+
+    Room for every candidate is reserved (``np.empty``: pages of rows never written, those
+    of skipped files, are never touched) and rows are filled densely in the order files
+    finish. ``finish`` puts them in file order in place, and gives the buffer's unused tail
+    back with ``ndarray.resize`` (a ``realloc`` that shrinks in place), so the returned
+    tensor owns exactly its rows and is saved to the cache byte for byte as a stacked one.
+    A numpy array rather than a tensor only because torch cannot shrink storage in place.
+    """
+
+    def __init__(self, capacity: int, channels: int, resolution: int, auto: bool) -> None:
+        self.buf = np.empty((capacity, channels, resolution, resolution), np.uint8)
+        self.auto = auto  # channels decided from the headers, revised if the decoding disagrees
+        self.order: list[int] = []  # the candidate index of each filled row
+        self.all_gray = True
+
+    @property
+    def count(self) -> int:
+        return len(self.order)
+
+    def add(self, index: int, array: np.ndarray, gray: bool) -> None:
+        """Row ``count`` := the decoded ``array`` in the buffer's channels (gray repeated, or RGB -> luma)."""
+        if self.auto and not gray and self.buf.shape[1] == 1:
+            self._widen()  # only when a header said gray but the file decoded as colour
+        image = torch.from_numpy(array)
+        image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)
+        torch.from_numpy(self.buf[self.count]).copy_(match_channels(image, self.buf.shape[1]))
+        self.order.append(index)
+        self.all_gray = self.all_gray and gray
+
+    def _widen(self) -> None:
+        wide = np.empty((len(self.buf), 3, *self.buf.shape[2:]), np.uint8)
+        wide[: self.count] = self.buf[: self.count]  # gray repeated, as match_channels does
+        self.buf = wide
+
+    def finish(self) -> torch.Tensor:
+        """The filled rows in file order as uint8 [count, C, R, R]; the buffer is given up."""
+        n, channels, res = self.count, self.buf.shape[1], self.buf.shape[2]
+        if self.auto and channels == 3 and self.all_gray:
+            # A header said colour but that file was skipped: keep channel 0 (the gray),
+            # moving plane k from 3k to k; the sources are always ahead of the targets.
+            plane = res * res
+            flat = self.buf.reshape(-1)
+            for k in range(1, n):
+                flat[k * plane : (k + 1) * plane] = flat[3 * k * plane : (3 * k + 1) * plane]
+            del flat
+            channels = 1
+        rows = self.buf.reshape(-1)[: n * channels * res * res].reshape(n, -1)
+        _sort_rows(rows, self.order)
+        del rows
+        buf, self.buf = self.buf, np.empty((0,), np.uint8)
+        try:
+            buf.resize((n, channels, res, res))
+        except ValueError:  # something else still references the buffer: copy instead
+            buf = buf.reshape(-1)[: n * channels * res * res].reshape(n, channels, res, res).copy()
+        return torch.from_numpy(buf)
+
+
+def _sort_rows(rows: np.ndarray, order: Sequence[int]) -> None:
+    """Permute ``rows`` in place so that they are sorted by ``order`` (one row of scratch)."""
+    source = sorted(range(len(order)), key=order.__getitem__)  # row j takes old row source[j]
+    scratch = np.empty_like(rows[0])
+    placed = [False] * len(source)
+    for start in range(len(source)):
+        if placed[start] or source[start] == start:
+            continue
+        scratch[:] = rows[start]
+        j = start
+        while source[j] != start:
+            rows[j] = rows[source[j]]
+            placed[j] = True
+            j = source[j]
+        rows[j] = scratch
+        placed[j] = True
 
 
 def _decode_file(
@@ -232,15 +374,3 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     full_scale = 1.0 if im.mode == "F" and values.size and values.max() <= 1.0 else 65535.0
     scaled = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
     return Image.fromarray(scaled, "L")
-
-
-def _stack(
-    decoded: Sequence[tuple[np.ndarray, bool]], channels: int, resolution: int
-) -> torch.Tensor:
-    """Decoded arrays -> one uint8 [N, channels, R, R] tensor (gray repeated or RGB->luma)."""
-    out = torch.empty((len(decoded), channels, resolution, resolution), dtype=torch.uint8)
-    for i, (array, _) in enumerate(decoded):
-        image = torch.from_numpy(array)
-        image = image.unsqueeze(0) if image.ndim == 2 else image.permute(2, 0, 1)
-        out[i] = match_channels(image, channels)
-    return out

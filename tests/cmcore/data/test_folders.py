@@ -1,11 +1,12 @@
 """Folders: bad files are skipped with a reason, never fatal; modes, channels, geometry,
-errors, progress and cancel."""
+errors, progress and cancel, the preallocated buffer."""
 from __future__ import annotations
 
 import errno
 import io
 import os
 import struct
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cmcore.data import DataError, load_dataset
+from cmcore.data import DataError, folders, load_dataset
 
 from .images import folder_of, noise
 
@@ -235,3 +236,65 @@ def test_progress_reaches_total_and_cancel_aborts(tmp_path):
     assert len(done) == 2  # stopped after the second file, not after all six
     assert not list((tmp_path / "cache2").glob("*.pt"))
 
+
+
+# --------------------------------------------------------------------------- the preallocated buffer
+
+
+def _mixed_folder(tmp_path: Path) -> Path:
+    """Gray files first, a colour one after them, and a file that is skipped in between."""
+    images = {f"g{i}.png": noise((20 + i, 16), "L", seed=i) for i in range(5)}
+    folder = folder_of(tmp_path, {**images, "z_colour.png": noise((16, 18), seed=9)})
+    (folder / "h_broken.png").write_bytes(b"garbage")
+    return folder
+
+
+def test_rows_finishing_out_of_order_come_out_in_file_order(tmp_path, monkeypatch):
+    folder = _mixed_folder(tmp_path)
+    expected = load_dataset(str(folder), 8, cache_dir=tmp_path / "c1")
+    decode = folders._decode_file
+
+    def late_first(candidate, *args):  # the earlier the file, the later it finishes
+        time.sleep(0.02 * (7 - sorted(os.listdir(folder)).index(candidate.relative)))
+        return decode(candidate, *args)
+
+    monkeypatch.setattr(folders, "_decode_file", late_first)
+    got = load_dataset(str(folder), 8, cache_dir=tmp_path / "c2")
+    assert torch.equal(got.images, expected.images) and got.report.skipped == expected.report.skipped
+    [first], [second] = (tmp_path / "c1").glob("*.pt"), (tmp_path / "c2").glob("*.pt")
+    assert first.read_bytes() == second.read_bytes()  # the cache holds the same bytes
+
+
+def test_a_colour_file_behind_gray_headers_widens_the_buffer(tmp_path, monkeypatch):
+    folder = _mixed_folder(tmp_path)
+    expected = load_dataset(str(folder), 8, cache_dir=tmp_path / "c1")
+    monkeypatch.setattr(folders, "_header_is_gray", lambda candidate, max_pixels: True)
+    got = load_dataset(str(folder), 8, cache_dir=tmp_path / "c2")
+    assert got.channels == 3 and torch.equal(got.images, expected.images)
+    assert torch.equal(got.images[0, 0], got.images[0, 2])  # the gray rows written before stay gray
+
+
+def test_a_skipped_colour_file_leaves_a_grayscale_set(tmp_path):
+    """Its header says colour, so the buffer starts with three channels; decoding skips it,
+    so the set is gray (one channel) exactly as a forced one-channel load of it."""
+    folder = folder_of(tmp_path, {f"g{i}.png": noise((20, 16), "L", seed=i) for i in range(4)})
+    _write_half(folder / "c_colour.jpg", noise((64, 64)), "JPEG")
+    assert folders._header_is_gray(folders._stat_candidate(folder / "c_colour.jpg", "c"), 10**6) is False
+    ds = load_dataset(str(folder), 8, cache_dir=tmp_path / "c1")
+    assert ds.channels == 1 and len(ds) == 4 and ds.report.skipped[0].reason == "truncated or corrupt"
+    assert torch.equal(ds.images, load_dataset(str(folder), 8, 1, cache_dir=tmp_path / "c2").images)
+
+
+def test_the_tensor_owns_exactly_its_rows(tmp_path):
+    folder = _mixed_folder(tmp_path)
+    images = load_dataset(str(folder), 8, cache_dir=tmp_path / "cache").images
+    assert images.shape == (6, 3, 8, 8) and images.is_contiguous()
+    assert images.untyped_storage().nbytes() == images.numel()  # the skipped file's row is given back
+
+
+def test_rows_are_sorted_in_place():
+    rng = np.random.default_rng(0)
+    order = [int(i) for i in rng.permutation(50)]
+    rows = np.array([[i, i * 2] for i in order], np.int64)
+    folders._sort_rows(rows, order)
+    assert rows.tolist() == [[i, i * 2] for i in range(50)]
