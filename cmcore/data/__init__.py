@@ -49,12 +49,18 @@ def load_dataset(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     max_pixels: int = 64_000_000,
+    scan_progress: Callable[[int], None] | None = None,
 ) -> ImageDataset:
     """Load ``spec`` as square ``resolution`` images with ``channels`` (auto, 1 or 3).
 
     ``progress(done, total)`` is called while decoding; ``cancel()`` returning True
-    aborts with ``DataError("cancelled")``. Folder images larger than ``max_pixels``
-    are skipped before being decoded. Every expected failure raises ``DataError``.
+    aborts with ``DataError("cancelled")`` (it is polled after every decoded file, and
+    between the entries of a folder being scanned, so it should be cheap). For a folder,
+    ``scan_progress(found)`` is called first while the folder is walked, with the number
+    of image files found so far (the total is unknown until the walk ends): at the first
+    file, then every 0.1 s, then once with the final count. Folder images larger than
+    ``max_pixels`` are skipped before being decoded. Every expected failure raises
+    ``DataError``.
     """
     if not isinstance(resolution, int) or resolution < 4:
         raise DataError(f"resolution must be a whole number of at least 4 pixels, got {resolution!r}")
@@ -77,7 +83,7 @@ def load_dataset(
                 )
             images, report = load_folder(
                 folder.resolve(), resolution, channels, wanted, cache_dir,
-                progress, cancel, max_pixels,
+                progress, cancel, max_pixels, scan_progress,
             )
             labels = None
     report.seconds = time.perf_counter() - start

@@ -11,7 +11,9 @@ Memory stays bounded: the decoded images go straight into one preallocated uint8
 skipped files released), so the peak is about the final tensor, not a list of arrays plus
 their stack. The channel count of an "auto" load is decided before decoding from the
 files' headers (colour as soon as one header is colour), so a grayscale folder never
-holds a three-channel buffer.
+holds a three-channel buffer. The folder walk reports how many image files it has found
+and polls ``cancel`` between directory entries, so a huge tree can be watched and stopped
+while it is scanned.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import itertools
 import math
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -39,6 +42,8 @@ IMAGE_EXTENSIONS = frozenset(
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+SCAN_REPORT_INTERVAL_S = 0.1  # how often the folder walk reports the count found so far
+_clock = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,10 @@ def load_folder(
     progress: Callable[[int, int], None] | None,
     cancel: Callable[[], bool] | None,
     max_pixels: int,
+    scan_progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, DataReport]:
     """Every usable image under ``folder`` (resolved), from the cache when it is current."""
-    candidates = _find_candidates(folder)
+    candidates = _find_candidates(folder, scan_progress, cancel)
     if not candidates:
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise DataError(f"No image files ({exts}) found in {folder}")
@@ -105,15 +111,62 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- scanning
 
 
-def _find_candidates(folder: Path) -> list[_Candidate]:
-    """Image-extension files under ``folder``, sorted; directory links are not followed."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                path = Path(dirpath, name)
-                found.append(_stat_candidate(path, path.relative_to(folder).as_posix()))
+def _find_candidates(
+    folder: Path,
+    scan_progress: Callable[[int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[_Candidate]:
+    """Image-extension files under ``folder``, sorted; directory links are not followed.
+
+    The walk is ``os.walk``'s (a directory that cannot be listed is passed over, links to
+    directories are listed but not entered) done entry by entry, so ``cancel`` is polled
+    before every directory and every entry. ``scan_progress(found)`` gets the number of
+    image files found so far: at the first, then every ``SCAN_REPORT_INTERVAL_S``, then
+    once more with the final count.
+    """
+    found: list[_Candidate] = []
+    last_report = None
+    stack = [(str(folder), "")]
+    while stack:
+        directory, prefix = stack.pop()
+        check_cancel(cancel)
+        here: list[_Candidate] = []  # kept only if the whole directory could be listed
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    check_cancel(cancel)
+                    if _is_directory(entry):
+                        if not _is_link(entry):
+                            stack.append((entry.path, f"{prefix}{entry.name}/"))
+                    elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                        here.append(_stat_candidate(Path(entry.path), prefix + entry.name))
+                        now = _clock()
+                        if scan_progress and (
+                            last_report is None or now - last_report >= SCAN_REPORT_INTERVAL_S
+                        ):
+                            last_report = now
+                            scan_progress(len(found) + len(here))
+                            check_cancel(cancel)
+        except OSError:
+            continue
+        found += here
+    if scan_progress:
+        scan_progress(len(found))
     return sorted(found, key=lambda c: c.relative)
+
+
+def _is_directory(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _stat_candidate(path: Path, relative: str) -> _Candidate:

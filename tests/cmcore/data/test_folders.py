@@ -1,5 +1,5 @@
 """Folders: bad files are skipped with a reason, never fatal; modes, channels, geometry,
-errors, progress and cancel, the preallocated buffer."""
+errors, progress and cancel, the preallocated buffer, the scan."""
 from __future__ import annotations
 
 import errno
@@ -298,3 +298,61 @@ def test_rows_are_sorted_in_place():
     rows = np.array([[i, i * 2] for i in order], np.int64)
     folders._sort_rows(rows, order)
     assert rows.tolist() == [[i, i * 2] for i in range(50)]
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def _many_files(tmp_path: Path, count: int = 300) -> Path:
+    """``count`` tiny image files in a few subfolders (empty: the scan does not open them)."""
+    folder = tmp_path / "many"
+    for i in range(count):
+        sub = folder / f"d{i % 7}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i:04d}.png").write_bytes(b"")
+    (folder / "d0" / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("decoding started although the scan was cancelled")
+
+
+def test_scan_reports_the_files_found_and_can_be_cancelled_after_the_first_report(tmp_path, monkeypatch):
+    folder = _many_files(tmp_path)
+    monkeypatch.setattr(folders, "_header_is_gray", _never)
+    monkeypatch.setattr(folders, "_decode_file", _never)
+    reports: list[int] = []
+    with pytest.raises(DataError, match="cancelled"):
+        load_dataset(str(folder), 8, cache_dir=tmp_path / "cache",
+                     scan_progress=reports.append, cancel=lambda: bool(reports))
+    assert reports == [1]  # stopped right after the first report, not after the whole tree
+    assert not (tmp_path / "cache").exists()
+
+
+def test_scan_reports_at_the_first_file_then_by_the_clock_then_the_total(tmp_path, monkeypatch):
+    folder = _many_files(tmp_path, 40)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(folders, "_clock", lambda: next(ticks) * 0.03)  # 30 ms per file
+    reports: list[int] = []
+    with pytest.raises(DataError, match="No usable image"):  # the files are empty
+        load_dataset(str(folder), 8, cache_dir=tmp_path / "cache", scan_progress=reports.append)
+    assert reports == [*range(1, 40, 4), 40]  # 1 at once, every 4th file (120 ms), the total
+
+
+def test_scan_polls_cancel_between_every_two_files(tmp_path, monkeypatch):
+    folder = _many_files(tmp_path, 50)
+    log: list[str] = []
+    stat = folders._stat_candidate
+
+    def logged_stat(*args):
+        log.append("stat")
+        return stat(*args)
+
+    monkeypatch.setattr(folders, "_stat_candidate", logged_stat)
+    monkeypatch.setattr(folders, "_decode_file", _never)
+    with pytest.raises(DataError, match="cancelled"):
+        load_dataset(str(folder), 8, cache_dir=tmp_path / "cache",
+                     cancel=lambda: log.append("cancel") or log.count("stat") >= 30)
+    assert log.count("stat") == 30  # stopped at the first poll after the 30th file
+    assert "stat,stat" not in ",".join(log)  # a poll between every two files (one stat each)
