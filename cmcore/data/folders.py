@@ -33,7 +33,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
-from .cache import cache_key, default_cache_dir, read_cache, write_cache
+from .cache import cache_key, default_cache_dir, entry_name, read_cache, write_cache
 from .dataset import DataReport, SkippedFile
 
 IMAGE_EXTENSIONS = frozenset(
@@ -71,8 +71,9 @@ def load_folder(
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise DataError(f"No image files ({exts}) found in {folder}")
     files = [(c.relative, c.size, c.mtime_ns) for c in candidates]
-    cache_file = Path(cache_dir or default_cache_dir()) / (
-        cache_key(folder, resolution, channels_setting, max_pixels, files) + ".pt"
+    key = cache_key(folder, resolution, channels_setting, max_pixels, files)
+    cache_file = Path(cache_dir or default_cache_dir()) / entry_name(
+        folder, resolution, channels_setting, key
     )
     cached = read_cache(cache_file, resolution, len(candidates))
     if cached is not None:

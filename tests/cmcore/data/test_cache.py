@@ -1,14 +1,20 @@
-"""The decoded-folder cache: hits, invalidation, corrupt and failed writes, key and format."""
+"""The decoded-folder cache: hits, invalidation, corrupt and failed writes, key and format;
+bounded: a slot's entry replaced, LRU under a limit, size and clear."""
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from cmcore.data import cache, default_cache_dir, folders, load_dataset
+from cmcore.data import (
+    cache, cache_size, clear_cache, default_cache_dir, folders, load_dataset, prune_cache,
+    set_cache_limit,
+)
 
 from .images import folder_of, noise
 
@@ -114,3 +120,124 @@ def test_cache_in_the_existing_format_is_read(tmp_path, monkeypatch):
     ds = load_dataset(str(folder), 8, cache_dir=cache_dir)
     assert ds.report.cache_hit and torch.equal(ds.images, images)
     assert [(s.path, s.reason) for s in ds.report.skipped] == [tuple(s) for s in skipped]
+
+
+# --------------------------------------------------------------------------- bounded
+
+
+def _folder(tmp_path: Path, name: str, count: int = 4, seed: int = 0) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    for i in range(count):
+        noise((12, 12), seed=seed + i).save(folder / f"{i}.png")
+    return folder
+
+
+def _entries(cache_dir: Path) -> list[str]:
+    return sorted(p.name for p in cache_dir.glob("*.pt"))
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make ``path`` look last used ``seconds`` ago (mtime is the LRU clock)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.fixture
+def limit(monkeypatch):
+    """set_cache_limit for one test: the process-wide limit is restored afterwards."""
+    monkeypatch.setattr(cache, "_limit_bytes", cache._limit_bytes)
+    return set_cache_limit
+
+
+def test_a_folder_decoded_again_with_other_files_replaces_its_entry(tmp_path):
+    folder = _folder(tmp_path, "a")
+    cache_dir = tmp_path / "cache"
+    load_dataset(str(folder), 8, cache_dir=cache_dir)
+    [first] = _entries(cache_dir)
+    noise((12, 12), seed=50).save(folder / "4.png")  # the key changes, the slot does not
+    load_dataset(str(folder), 8, cache_dir=cache_dir)
+    [second] = _entries(cache_dir)
+    assert second != first and second.split("-")[0] == first.split("-")[0]
+    load_dataset(str(folder), 16, cache_dir=cache_dir)  # another resolution: another slot
+    load_dataset(str(folder), 8, channels=1, cache_dir=cache_dir)  # another channel setting
+    load_dataset(str(_folder(tmp_path, "b")), 8, cache_dir=cache_dir)  # another folder
+    assert len(_entries(cache_dir)) == 4 and second in _entries(cache_dir)
+
+
+def test_the_least_recently_used_entries_go_when_the_cache_is_over_its_limit(tmp_path, limit):
+    cache_dir = tmp_path / "cache"
+    folders_ = [_folder(tmp_path, name, seed=10 * i) for i, name in enumerate("abcd")]
+    load_dataset(str(folders_[0]), 8, cache_dir=cache_dir)
+    [a] = cache_dir.glob("*.pt")
+    load_dataset(str(folders_[1]), 8, cache_dir=cache_dir)
+    [b] = set(cache_dir.glob("*.pt")) - {a}
+    size = max(a.stat().st_size, b.stat().st_size)
+    limit(3 * size + size // 2)  # room for three entries
+    _age(a, 300)
+    _age(b, 200)
+    assert load_dataset(str(folders_[0]), 8, cache_dir=cache_dir).report.cache_hit  # a used again
+    load_dataset(str(folders_[2]), 8, cache_dir=cache_dir)  # three entries: all fit
+    assert len(_entries(cache_dir)) == 3
+    load_dataset(str(folders_[3]), 8, cache_dir=cache_dir)  # the fourth pushes out b, the LRU
+    assert a.is_file() and not b.is_file() and len(_entries(cache_dir)) == 3
+    assert cache_size(cache_dir) == sum(p.stat().st_size for p in cache_dir.iterdir()) <= 3.5 * size
+    assert load_dataset(str(folders_[0]), 8, cache_dir=cache_dir).report.cache_hit
+    assert not load_dataset(str(folders_[1]), 8, cache_dir=cache_dir).report.cache_hit
+
+
+def test_an_entry_over_the_limit_is_not_written_and_a_zero_limit_caches_nothing(tmp_path, limit, caplog):
+    folder = _folder(tmp_path, "a")
+    limit(4 * 3 * 8 * 8 - 1)  # one byte less than the images alone
+    with caplog.at_level(logging.INFO, logger="cmcore.data"):
+        ds = load_dataset(str(folder), 8, cache_dir=tmp_path / "cache")
+    assert len(ds) == 4 and not ds.report.cache_hit and "over the cache limit" in caplog.text
+    assert _entries(tmp_path / "cache") == []
+    limit(0)
+    assert not load_dataset(str(folder), 8, cache_dir=tmp_path / "cache").report.cache_hit
+    limit(None)
+    assert cache.cache_limit() == cache.DEFAULT_CACHE_LIMIT_BYTES == 4 * 1024**3
+    with pytest.raises(ValueError, match="cache limit"):
+        limit(-1)
+
+
+def test_cache_size_and_clear_cache_count_and_delete_only_cache_files(tmp_path):
+    cache_dir = tmp_path / "cache"
+    assert cache_size(cache_dir) == 0 and clear_cache(cache_dir) == 0  # no folder yet
+    for i, name in enumerate("ab"):
+        load_dataset(str(_folder(tmp_path, name, seed=i)), 8, cache_dir=cache_dir)
+    crashed = cache_dir / f".{_entries(cache_dir)[0]}.x1y2z3.tmp"  # left by a killed write
+    crashed.write_bytes(b"12345")
+    (cache_dir / "notes.txt").write_text("not ours")  # CMCORE_CACHE_DIR may be a shared folder
+    size = sum(p.stat().st_size for p in cache_dir.iterdir() if p.name != "notes.txt")
+    assert cache_size(cache_dir) == size
+    assert clear_cache(cache_dir) == size
+    assert [p.name for p in cache_dir.iterdir()] == ["notes.txt"] and cache_size(cache_dir) == 0
+
+
+def test_prune_deletes_old_temporary_files_and_applies_a_lowered_limit(tmp_path, limit):
+    cache_dir = tmp_path / "cache"
+    for i, name in enumerate("abc"):
+        load_dataset(str(_folder(tmp_path, name, seed=i)), 8, cache_dir=cache_dir)
+    oldest, *rest = sorted(cache_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    _age(oldest, 100)
+    stale, fresh = (cache_dir / f".{oldest.name}.{tag}.tmp" for tag in ("old", "new"))
+    stale.write_bytes(b"x" * 10)
+    fresh.write_bytes(b"y" * 20)  # a write in progress in another process
+    _age(stale, 2 * 3600)
+    limit(cache_size(cache_dir) - 10 - 1)  # one entry too many once the stale file is gone
+    oldest_size = oldest.stat().st_size
+    assert prune_cache(cache_dir) == 10 + oldest_size
+    assert sorted(cache_dir.iterdir()) == sorted([fresh, *rest])
+
+
+def test_an_entry_written_by_an_earlier_version_under_its_key_alone_is_still_read(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, "a")
+    cache_dir = tmp_path / "cache"
+    first = load_dataset(str(folder), 8, cache_dir=cache_dir)
+    [entry] = cache_dir.glob("*.pt")
+    legacy = entry.rename(cache_dir / entry.name.partition("-")[2])  # KEY.pt
+    monkeypatch.setattr(folders, "_decode_file", lambda *a: pytest.fail("decoded although cached"))
+    again = load_dataset(str(folder), 8, cache_dir=cache_dir)
+    assert again.report.cache_hit and torch.equal(again.images, first.images)
+    assert _entries(cache_dir) == [entry.name] and not legacy.exists()  # renamed SLOT-KEY.pt
