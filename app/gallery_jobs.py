@@ -3,13 +3,16 @@
 Generators are cached per (source, device, checkpoint time), so moving the steps
 slider only samples; a run that saved a newer checkpoint is reloaded automatically.
 A lock per generator keeps two jobs (sampling, GIF export) from using it at once.
+
+Every job takes an optional `cancel` (app.workers.CancelFlag): it is checked after every
+sampler step (the engine's `callback`), so a stale or abandoned job ends within one step.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cmcore.rundir import latest_pointer, run_name
 
@@ -87,30 +90,58 @@ class GeneratorCache:
         with self._lock:
             self._items.clear()
 
+    def drop(self, folder: str | Path) -> None:
+        """Forget the generators loaded from `folder` or from files inside it (a run being deleted)."""
+        folder = Path(folder)
+        with self._lock:
+            for key in [k for k in self._items if Path(k[0]) == folder or folder in Path(k[0]).parents]:
+                del self._items[key]
+
 
 GENERATORS = GeneratorCache()
 
 
-def run_sample(request: SampleRequest) -> SampleResult:
+def _check(cancel: Any) -> None:
+    if cancel is not None:
+        cancel.check()
+
+
+def _sample(generator, count: int, steps: int, seed: int, sampler: str, cancel: Any) -> np.ndarray:
+    from cmcore.sampling import to_uint8
+
+    return to_uint8(generator.sample_tensor(count, steps, seed, sampler,
+                                            callback=None if cancel is None else cancel.check))
+
+
+def run_sample(request: SampleRequest, cancel: Any = None) -> SampleResult:
     import time
 
     t0 = time.perf_counter()
     generator, lock = GENERATORS.get(request.source, request.device)
     with lock:
-        images = generator.sample(request.count, request.steps, request.seed, request.sampler)
+        _check(cancel)  # a job that waited for the lock may be stale by now
+        images = _sample(generator, request.count, request.steps, request.seed, request.sampler, cancel)
         strip = None
         if request.strip:
-            strip = {s: generator.sample(1, s, request.seed, request.sampler)[0] for s in STRIP_STEPS}
+            strip = {s: _sample(generator, 1, s, request.seed, request.sampler, cancel)[0] for s in STRIP_STEPS}
     return SampleResult(request, images, strip, run_name(generator.source), int(generator.step),
                         str(generator.method), int(generator.resolution), int(generator.channels),
                         str(generator.source), generator.default_sampler, time.perf_counter() - t0)
 
 
-def run_trajectory(request: SampleRequest) -> list[np.ndarray]:
+def run_trajectory(request: SampleRequest, cancel: Any = None) -> list[np.ndarray]:
     """Grids of the multistep sampler's estimate after each step (frames of the GIF)."""
     from cmcore.export import make_grid
+    from cmcore.sampling import to_uint8
+
+    frames: list[np.ndarray] = []
+
+    def frame(i: int, x) -> None:
+        _check(cancel)
+        frames.append(to_uint8(x))
 
     generator, lock = GENERATORS.get(request.source, request.device)
     with lock:
-        frames = generator.trajectory(request.count, request.steps, request.seed)
+        _check(cancel)
+        generator.sample_tensor(request.count, request.steps, request.seed, "multistep", callback=frame)
     return [make_grid(f) for f in frames]

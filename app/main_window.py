@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         rp.resume_requested.connect(self.resume_run)
         rp.open_requested.connect(self.open_in_gallery)
         rp.workspace_changed.connect(self._workspace_changed)
+        rp.before_delete = gp.release  # the gallery lets go of a run before its folder is deleted
         tp.running_changed.connect(self._running_changed)
         tp.run_finished.connect(self._run_finished)
         tp.status_message.connect(self.show_message)

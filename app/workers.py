@@ -5,6 +5,10 @@ Pattern: a QObject worker is moved to a fresh QThread; `thread.started` runs `wo
 in that thread (direct connection), and `run` ends by moving the worker back to the GUI
 thread and quitting its own thread, so no queued call into the main thread is needed for
 a thread to finish (the GUI may be blocked in `wait()` at shutdown).
+
+Every long job can be cancelled: it polls a thread-safe flag at least every sampler step,
+decoded file or training step, so closing the window joins every thread within moments.
+A job that sees its flag raises `Cancelled`, which ends it quietly (no error is shown).
 """
 from __future__ import annotations
 
@@ -72,6 +76,33 @@ def join_all(timeout_ms: int = 30_000) -> bool:
     return True
 
 
+# --- cancelling ---------------------------------------------------------------------------
+
+class Cancelled(Exception):
+    """A job stopped because it was asked to (window closing, a newer request): not an error."""
+
+
+class CancelFlag:
+    """Set from the GUI thread, polled by a job: `flag()` is a cancel callback for
+    cmcore.data.load_dataset, `flag.check()` raises Cancelled (e.g. in a sampler callback)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    __call__ = is_set
+
+    def check(self, *_args: Any) -> None:
+        """Raise Cancelled once the flag is set (extra arguments: usable as a sampler callback)."""
+        if self._event.is_set():
+            raise Cancelled()
+
+
 # --- workers --------------------------------------------------------------------------------
 
 class BaseWorker(QObject):
@@ -80,12 +111,28 @@ class BaseWorker(QObject):
 
     error_context = ""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancel_flag = CancelFlag()
+
+    def cancel(self) -> None:
+        """Ask the job to end soon (thread-safe); it ends quietly."""
+        self.cancel_flag.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_flag.is_set()
+
     def run(self) -> None:
         try:
             self.work()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
-            log.error("%s failed:\n%s", type(self).__name__, traceback.format_exc())
-            self.failed.emit(describe(exc, self.error_context))
+            if isinstance(exc, Cancelled) or self.cancelled:
+                # asked to stop: whatever the job raised on its way out (a file deleted under it) is moot
+                log.info("%s cancelled (%s)", type(self).__name__, type(exc).__name__)
+            else:
+                log.error("%s failed:\n%s", type(self).__name__, traceback.format_exc())
+                self.failed.emit(describe(exc, self.error_context))
         finally:
             self.done.emit()
             app = QCoreApplication.instance()
@@ -98,17 +145,21 @@ class BaseWorker(QObject):
 
 
 class FunctionWorker(BaseWorker):
-    """Runs `fn(*args)` and emits its return value."""
+    """Runs `fn(*args)` and emits its return value. A `cancellable` job is called as
+    `fn(*args, cancel=flag)` and polls the CancelFlag; a cancelled job emits no result."""
 
     result = Signal(object)
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, context: str = "") -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any, context: str = "", cancellable: bool = False) -> None:
         super().__init__()
-        self._fn, self._args = fn, args
+        self._fn, self._args, self._cancellable = fn, args, cancellable
         self.error_context = context
 
     def work(self) -> None:
-        self.result.emit(self._fn(*self._args))
+        self.cancel_flag.check()  # cancelled before it began
+        value = self._fn(*self._args, cancel=self.cancel_flag) if self._cancellable else self._fn(*self._args)
+        self.cancel_flag.check()
+        self.result.emit(value)
 
 
 class EngineLoader(BaseWorker):
@@ -137,15 +188,7 @@ class DecodeWorker(BaseWorker):
     def __init__(self, spec: str, resolution: int, channels: str) -> None:
         super().__init__()
         self.spec, self.resolution, self.channels = spec, resolution, channels
-        self._cancel = threading.Event()
         self._last_emit = 0.0
-
-    def cancel(self) -> None:
-        self._cancel.set()  # thread-safe; the loader polls it between files
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
 
     def _on_progress(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -159,7 +202,7 @@ class DecodeWorker(BaseWorker):
 
         try:
             dataset = load_dataset(self.spec, resolution=self.resolution, channels=self.channels,
-                                   progress=self._on_progress, cancel=self._cancel.is_set)
+                                   progress=self._on_progress, cancel=self.cancel_flag)
         except DataError:
             if self.cancelled:  # the loader reports a cancel as DataError("cancelled")
                 return
@@ -217,6 +260,11 @@ class TrainingWorker(BaseWorker):
         if trainer is not None:
             trainer.unpause()
 
+    def cancel(self) -> None:
+        """The same as Stop: the engine saves a checkpoint first (and a failure to save is still
+        reported, so the cancel flag stays unset)."""
+        self.request_stop()
+
     @property
     def stop_requested(self) -> bool:
         return self._stop
@@ -225,8 +273,11 @@ class TrainingWorker(BaseWorker):
     def work(self) -> None:
         from cmcore import Trainer
 
+        dataset = self.dataset if self.dataset is not None else self._load_data()
+        if dataset is None:
+            return  # stopped while the images were being decoded: no run was started
         trainer = Trainer(self.config, self.run_dir, resume=self.resume, on_event=self._on_event,
-                          dataset=self.dataset)
+                          dataset=dataset)
         with self._lock:  # a stop/pause clicked while the trainer was being built applies now
             self._trainer = trainer
             stop, paused = self._stop, self._paused
@@ -238,6 +289,22 @@ class TrainingWorker(BaseWorker):
             self.final_step = trainer.run()
         finally:
             self._flush()
+
+    def _load_data(self) -> Any:
+        """Decode the run's data the way Trainer.setup would, but stoppable: a large folder takes
+        minutes, and Stop (or closing the window) must not wait for it. None when stopped."""
+        from cmcore import DataError, TrainConfig
+        from cmcore.data import load_dataset
+        from cmcore.rundir import CONFIG
+
+        config = (self.config if self.config is not None else TrainConfig.load(self.run_dir / CONFIG)).validate()
+        try:
+            return load_dataset(config.data, config.resolution, config.channels, config.hflip,
+                                cancel=lambda: self._stop)
+        except DataError:
+            if self._stop:  # the loader reports a cancel as DataError("cancelled")
+                return None
+            raise
 
     def _on_event(self, event: Any) -> None:
         name = type(event).__name__
@@ -269,16 +336,21 @@ class TrainingWorker(BaseWorker):
 
 class LatestOnly(QObject):
     """Runs one job at a time in the background; a job submitted while another runs replaces
-    any job still waiting, so rapid requests (slider drags) coalesce to the latest."""
+    any job still waiting, so rapid requests (slider drags) coalesce to the latest.
+
+    Jobs submitted with `cancellable=True` are called with `cancel=CancelFlag` and poll it.
+    With `supersede=True` a new request also cancels the running job, so only the latest
+    request is computed to the end; `shutdown` cancels the running job before waiting for it."""
 
     result = Signal(object)
     failed = Signal(object)  # ErrorInfo
     busy_changed = Signal(bool)
 
-    def __init__(self, name: str, parent: QObject | None = None) -> None:
+    def __init__(self, name: str, parent: QObject | None = None, *, supersede: bool = False) -> None:
         super().__init__(parent)
         self.name = name
-        self._pending: tuple[Callable[..., Any], tuple, str] | None = None
+        self.supersede = supersede
+        self._pending: tuple[Callable[..., Any], tuple, str, bool] | None = None
         self._worker: FunctionWorker | None = None
         self._thread: QThread | None = None
         self._closed = False
@@ -287,19 +359,27 @@ class LatestOnly(QObject):
     def busy(self) -> bool:
         return self._worker is not None
 
-    def submit(self, fn: Callable[..., Any], *args: Any, context: str = "") -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any, context: str = "", cancellable: bool = False) -> None:
         if self._closed:
             return
-        self._pending = (fn, args, context)
+        self._pending = (fn, args, context, cancellable)
         if self._worker is None:
             self._start_pending()
             self.busy_changed.emit(True)
+        elif self.supersede:
+            self._worker.cancel()  # stale: it ends at its next check and the pending job starts
+
+    def cancel(self) -> None:
+        """Drop the waiting job and cancel the running one (it ends at its next check)."""
+        self._pending = None
+        if self._worker is not None:
+            self._worker.cancel()
 
     def _start_pending(self) -> None:
         assert self._pending is not None
-        fn, args, context = self._pending
+        fn, args, context, cancellable = self._pending
         self._pending = None
-        worker = FunctionWorker(fn, *args, context=context)
+        worker = FunctionWorker(fn, *args, context=context, cancellable=cancellable)
         worker.result.connect(self._on_result)
         worker.failed.connect(self._on_failed)
         worker.done.connect(self._on_done)
@@ -314,14 +394,16 @@ class LatestOnly(QObject):
 
     def _on_done(self) -> None:
         self._worker = None
-        if self._pending is not None:
+        if self._pending is not None and not self._closed:
             self._start_pending()
         else:
             self.busy_changed.emit(False)
 
-    def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Drop waiting jobs, refuse new ones, wait for the running one (blocking; on close)."""
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Refuse new jobs, drop the waiting one, cancel and wait for the running one (blocking;
+        on close). True if no thread is left running."""
         self._closed = True
-        self._pending = None
+        self.cancel()
         if self._thread is not None:
-            self._thread.wait(timeout_ms)
+            return self._thread.wait(timeout_ms)
+        return True

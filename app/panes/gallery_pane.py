@@ -1,7 +1,8 @@
 """Gallery pane: sample any run or checkpoint; the steps slider re-samples at once.
 
-Sampling runs through a LatestOnly runner: while one batch is being sampled, further
-requests replace each other, so dragging the slider never queues up stale work.
+Sampling runs through a LatestOnly runner that supersedes: a new request cancels the batch
+being sampled (at its next sampler step) and replaces any waiting one, so dragging the slider
+computes only the latest request, and closing the window never waits for a stale batch.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cmcore.rundir import run_of
 from .. import dialogs, settings
 from ..errors import ErrorInfo
 from ..exporting import export_gif, export_grid, export_images
-from ..gallery_jobs import STRIP_STEPS, SampleRequest, SampleResult, run_sample
+from ..gallery_jobs import GENERATORS, STRIP_STEPS, SampleRequest, SampleResult, run_sample
 from ..icons import icon_button
 from ..widgets.image_dialog import ImageDialog
 from ..widgets.images import ImageGrid, ImageLabel
@@ -43,6 +44,7 @@ class GalleryPane(QWidget):
         self.last_error: ErrorInfo | None = None
         self._strip_key: tuple | None = None
         self._auto_sampler_for: str | None = None
+        self._after_release: list = []  # callbacks waiting for the cancelled jobs to end (release)
 
         layout = pane_layout(self, "Gallery", "sample a trained model; drag the steps slider")
 
@@ -124,7 +126,7 @@ class GalleryPane(QWidget):
         ec.addLayout(row(None, self.export_folder_label))
         layout.addWidget(export_card)
 
-        self.sampling = LatestOnly("gallery sampling", self)
+        self.sampling = LatestOnly("gallery sampling", self, supersede=True)
         self.sampling.result.connect(self._on_result)
         self.sampling.failed.connect(self._on_failed)
         self.sampling.busy_changed.connect(self._on_busy)
@@ -132,6 +134,8 @@ class GalleryPane(QWidget):
         self.exporting.result.connect(self._on_exported)
         self.exporting.failed.connect(self._on_failed)
         self.exporting.busy_changed.connect(self._update_buttons)
+        self.sampling.busy_changed.connect(self._maybe_released)
+        self.exporting.busy_changed.connect(self._maybe_released)
 
         # a 30 ms debounce merges the burst of signals from one slider drag gesture
         self._resample_timer = QTimer(self)
@@ -165,8 +169,8 @@ class GalleryPane(QWidget):
         self.run_box.blockSignals(True)
         self.run_box.clear()
         for r in runs:
-            if getattr(r, "has_checkpoint", True):
-                self.run_box.addItem(f"{r.name}  ·  {r.method.upper()}  ·  step {r.step:,}", str(r.path))
+            if getattr(r, "has_checkpoint", True) and not getattr(r, "error", None):  # unreadable runs: not offered
+                self.run_box.addItem(f"{r.name}  ·  {(r.method or '?').upper()}  ·  step {r.step or 0:,}", str(r.path))
         self.run_box.setCurrentIndex(self.run_box.findData(current) if current else -1)
         self.run_box.blockSignals(False)
 
@@ -188,6 +192,33 @@ class GalleryPane(QWidget):
         self.info.setText("")
         self.busy.setText("")
         self._update_buttons()
+
+    def shows(self, folder: str | Path) -> bool:
+        """True if the gallery's model is `folder` or a checkpoint inside it."""
+        if not self.source:
+            return False
+        source, folder = Path(self.source), Path(folder)
+        return source == folder or folder in source.parents
+
+    def release(self, folder: str | Path, then) -> None:
+        """Let go of a run about to be deleted: if the gallery shows it, clear the view, cancel
+        its sampling and export, and forget the loaded model; call `then()` once no job of the
+        gallery is running any more (at once when none is)."""
+        if self.shows(folder):
+            self.clear()
+            self.sampling.cancel()
+            self.exporting.cancel()
+        GENERATORS.drop(folder)
+        if self.sampling.busy or self.exporting.busy:
+            self._after_release.append(then)
+        else:
+            then()
+
+    def _maybe_released(self, *_args) -> None:
+        if self._after_release and not self.sampling.busy and not self.exporting.busy:
+            callbacks, self._after_release = self._after_release, []
+            for then in callbacks:
+                then()
 
     def _run_chosen(self, index: int) -> None:
         path = self.run_box.itemData(index)
@@ -213,7 +244,7 @@ class GalleryPane(QWidget):
         self._resample_timer.stop()
         request = self.request()
         if request is not None:
-            self.sampling.submit(run_sample, request, context="Sampling")
+            self.sampling.submit(run_sample, request, context="Sampling", cancellable=True)
 
     def _schedule(self) -> None:
         settings.set("gallery/count", self.count.value())
@@ -228,6 +259,8 @@ class GalleryPane(QWidget):
 
     def _on_result(self, result: SampleResult) -> None:
         r = result.request
+        if r.source != self.source:
+            return  # the gallery moved on (another model, or a run deleted) while this was computed
         if self._auto_sampler_for != r.source:
             # the first result of a model: switch once to the sampler the engine chooses for it (a flow
             # teacher integrates its ODE); after that the person's choice stands
@@ -296,13 +329,13 @@ class GalleryPane(QWidget):
             if not indices:
                 dialogs.show_info(self, "Nothing selected", "Tick the images to export, or use Export all.")
                 return False
-            self.exporting.submit(export_images, result, indices, folder, context="Export")
+            self.exporting.submit(export_images, result, indices, folder, context="Export", cancellable=True)
         elif what == "all":
-            self.exporting.submit(export_images, result, list(range(len(result.images))), folder, context="Export")
+            self.exporting.submit(export_images, result, list(range(len(result.images))), folder, context="Export", cancellable=True)
         elif what == "grid":
-            self.exporting.submit(export_grid, result, folder, context="Export")
+            self.exporting.submit(export_grid, result, folder, context="Export", cancellable=True)
         elif what == "gif":
-            self.exporting.submit(export_gif, result, folder, context="Export")
+            self.exporting.submit(export_gif, result, folder, context="Export", cancellable=True)
         else:
             raise ValueError(what)
         self.busy.setText("Exporting…")
@@ -340,6 +373,8 @@ class GalleryPane(QWidget):
         self.export_selected.setEnabled(have and bool(self.grid.selected_indices()))
 
     def shutdown(self) -> None:
+        """Cancel sampling and export and wait for them (blocking; on close: within a sampler step)."""
         self._resample_timer.stop()
+        self._after_release = []
         self.sampling.shutdown()
         self.exporting.shutdown()

@@ -296,7 +296,7 @@ class TrainForm(QWidget):
         box.blockSignals(True)
         box.clear()
         for r in runs:
-            if r.method == "flow" and getattr(r, "has_checkpoint", True):
+            if r.method == "flow" and getattr(r, "has_checkpoint", True) and not getattr(r, "error", None):
                 box.addItem(f"{r.name}  (step {r.step:,})", str(r.path))
         self.set_teacher(current)
         box.blockSignals(False)

@@ -24,6 +24,7 @@ from ..icons import icon_button
 from ..widgets.previews import PreviewPanel
 from ..workers import TrainingWorker, start_worker
 from .common import card, muted, pane_layout, row
+from .runs_pane import describe_owner, is_this_process, lock_owner
 from .train_form import TrainForm
 
 if TYPE_CHECKING:
@@ -220,6 +221,11 @@ class TrainPane(QWidget):
             dialogs.show_info(self, "Training is running", "Stop the current run before resuming another.")
             return False
         run_dir = Path(run_dir)
+        owner = lock_owner(run_dir)
+        if owner and not is_this_process(owner):
+            dialogs.show_info(self, "Run is busy", f"{run_dir.name} is being trained by {describe_owner(owner)}: "
+                              "it can be resumed once that ends.")
+            return False
         try:
             config = TrainConfig.load(run_dir / rundir.CONFIG)
             if not self._agree_to_extend(run_dir, config):
@@ -348,6 +354,8 @@ class TrainPane(QWidget):
 
     def _on_done(self) -> None:
         run_dir, reason = self.run_dir, self._finish_reason
+        if not reason and self.last_error is None:  # stopped while the images were being decoded
+            self.status.setText("Stopped before the first step; nothing was saved")
         self.worker = None
         self.last_run = (run_dir, reason) if run_dir is not None and reason else self.last_run
         self._set_state("idle")

@@ -2,6 +2,8 @@
 window in a temporary workspace, and a check that no test leaves a QThread running."""
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,20 +79,46 @@ def dialog_log(monkeypatch) -> DialogRecorder:
     return recorder
 
 
+def _python_threads() -> set[threading.Thread]:
+    # a QThread that ran Python code shows up as a _DummyThread, forever: the registry covers those
+    return {t for t in threading.enumerate() if not isinstance(t, threading._DummyThread)}
+
+
+def leftover_threads(before: set[threading.Thread], grace_s: float = 3.0) -> str | None:
+    """What a test left running: QThreads of app.workers' registry, and Python threads that
+    were not there before it (a decoder pool, a helper thread). None when nothing is left;
+    waits up to `grace_s` for threads that are just ending."""
+    deadline = time.monotonic() + grace_s
+    qthreads = [e for e in workers.live_threads()
+                if not e.thread.wait(max(0, int((deadline - time.monotonic()) * 1000)))]
+    others = []
+    for t in _python_threads() - before:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            others.append(t)
+    if not qthreads and not others:
+        return None
+    lines = [f"- QThread {e.name!r}, started at:\n{e.origin}" for e in qthreads]
+    lines += [f"- Python thread {t.name!r} (daemon={t.daemon})" for t in others]
+    return "thread(s) still running after the test:\n" + "\n".join(lines)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
-    """Fail a test that leaves any QThread started by the app running (and stop it)."""
+    """Fail a test that leaves a thread running: a QThread started by the app (whose Python
+    object, destroyed while running, would abort the process with "QThread: Destroyed while
+    thread is still running") or a Python thread it started. Stops the QThreads it finds."""
+    before = _python_threads()
     yield
-    leaked = [e for e in workers.live_threads() if not e.thread.wait(3000)]  # grace for threads exiting now
-    if not leaked:
+    report = leftover_threads(before)
+    if report is None:
         return
-    for e in leaked:  # clean up so the next tests are not affected
+    for e in workers.live_threads():  # clean up so the next tests are not affected
         for method in ("request_stop", "cancel"):
             if hasattr(e.worker, method):
                 getattr(e.worker, method)()
         e.thread.wait(120_000)
-    pytest.fail("QThread(s) still running after the test:\n" + "\n".join(
-        f"- {e.name!r}, started at:\n{e.origin}" for e in leaked))
+    pytest.fail(report)
 
 
 @pytest.fixture

@@ -27,3 +27,29 @@ def control(form, name: str):
 
 def wait_idle(qtbot, window, timeout: int = 120_000) -> None:
     qtbot.waitUntil(lambda: not window.train_pane.running, timeout=timeout)
+
+
+def train_run(workspace, name: str, **kw):
+    """A finished run trained by the engine directly (no window): 2 tiny steps on the demo data."""
+    from cmcore import TrainConfig, Trainer
+
+    config = TrainConfig(data="demo", preview_count=4, **{**FAST, "max_steps": 2, "preview_every": 0, **kw})
+    Trainer(config, workspace / name).run()
+    return workspace / name
+
+
+def click(qtbot, button) -> None:
+    """A person's click: only on an enabled button."""
+    from PySide6.QtCore import Qt
+
+    assert button.isEnabled(), f"{button.text()!r} is disabled"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def open_in_gallery(qtbot, window, run):
+    """Show `run` in the gallery (4 images) and wait for its first result."""
+    gp = window.gallery_pane
+    gp.count.setValue(4)
+    gp.open_source(run)
+    qtbot.waitUntil(lambda: gp.result is not None and not gp.sampling.busy, timeout=60_000)
+    return gp
