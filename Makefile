@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test,package]"
 	touch $(STAMP)
 
+# The system check names every missing library of Qt's xcb plugin and the apt-get line that adds them.
 run: $(STAMP)
+	$(BIN)/python tools/check_system.py
 	$(BIN)/consistency-studio --data demo
 
 test: $(STAMP)

@@ -32,13 +32,18 @@ def main(argv: list[str] | None = None) -> int:
 
     log_path = setup_logging()
     log = logging.getLogger("app")
+    ensure_display()
+    from .system_check import check_before_qt
+
+    missing = check_before_qt()  # Qt would abort on a missing xcb library: say which, and the fix
+    if missing:
+        log.error("missing system libraries for Qt's xcb platform plugin; see the message on stderr")
+        return missing
     if args.self_test:
-        ensure_display()
         from .selftest import run_self_test
 
         return run_self_test(data=args.data or "demo", workspace=args.workspace)
 
-    ensure_display()
     app = create_app()
     from PySide6.QtCore import QTimer
 

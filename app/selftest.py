@@ -50,11 +50,15 @@ def run_self_test(data: str = "demo", workspace: str | None = None, timeout_s: f
         if errors:
             raise SelfTestError(errors[0])
 
+    from .system_check import check_xcb
+
+    xcb = check_xcb()  # reported whichever platform runs now: a bundle copied to a desktop needs them
     app = create_app()
     window = None
     t0 = time.monotonic()
     try:
         say(f"Qt platform {app.platformName()}, workspace {workspace_dir}")
+        say(xcb.summary())
         window = MainWindow(workspace=workspace_dir, data=data)
         window.data_pane.resolution.setValue(16)
         window.show()

@@ -56,6 +56,7 @@ def test_self_test_trains_samples_and_exports(tmp_path):
     out = result.stdout
     assert "trained CT for 5 steps" in out and "with 1 step(s)" in out and "with 3 step(s)" in out
     assert "exported" in out and out.rstrip().splitlines()[-1].startswith("[self-test] OK")
+    assert "[self-test] xcb platform plugin" in out  # its system libraries are reported (issue 22)
     assert any((tmp_path / "ws").iterdir())
 
 
