@@ -44,6 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", type=Path, help="also write all images as one grid PNG")
     s.add_argument("--device", default="cpu")
 
+    b = sub.add_parser("bench", help="time our training step against a plain baseline, side by side",
+                       description="Time the training step against a plain baseline (round robin, median); "
+                       "also sampling latency and the data rate. --json: one JSON object on the last line.")
+    b.add_argument("--method", choices=("ct", "cd", "flow"), default="ct")
+    b.add_argument("--model", choices=("tiny", "small", "base"), default="tiny")
+    b.add_argument("--resolution", type=int, default=32)
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--data", default="demo")
+    b.add_argument("--rounds", type=int, default=5, help="rounds of the round robin (median over them)")
+    b.add_argument("--steps", type=int, default=4, help="steps per arm and round, spread over the curriculum")
+    b.add_argument("--no-sampling", action="store_true", help="skip the sampling-latency table")
+    b.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+
     i = sub.add_parser("info", help="describe a run or checkpoint")
     i.add_argument("source", type=Path)
     return p
@@ -54,6 +68,10 @@ FLAG_FIELDS = ("data", "method", "teacher", "resolution", "channels", "model", "
 
 
 def _train(args) -> int:
+    import signal
+    import threading
+
+    from .rundir import has_checkpoint, latest_step
     from .training import Trainer
 
     if args.resume:
@@ -65,17 +83,49 @@ def _train(args) -> int:
     overrides = {k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None}
     config = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
     bar = None if args.quiet else _ProgressBar()
-    trainer = Trainer(config, args.out, resume=args.resume, on_event=bar)
+    trainer = Trainer(config, args.out, resume=args.resume, on_event=lambda event: _on_train_event(event, bar))
+    resume_hint = f"cmcore train --out {args.out} --resume"
+    signals: list[int] = []
+
+    def stop(signum, frame) -> None:  # Ctrl-C: finish the step, save it, then exit
+        if signals:
+            raise KeyboardInterrupt  # a second one: quit now, without saving
+        signals.append(signum)
+        trainer.request_stop()
+        print("\nstopping: saving a checkpoint of this step (Ctrl-C again to quit without saving)", file=sys.stderr)
+
+    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {sig: signal.signal(sig, stop) for sig in handled}
     try:
         step = trainer.run()
-    except KeyboardInterrupt:  # Ctrl-C: the loop is interrupted mid-step, so save what is complete
-        print(f"\ninterrupted; resume with: cmcore train --out {args.out} --resume", file=sys.stderr)
+    except KeyboardInterrupt:
+        saved = f"resume from step {latest_step(args.out)} with: {resume_hint}" if has_checkpoint(args.out) else \
+            "no checkpoint was saved: start the run again"
+        print(f"\ninterrupted; {saved}", file=sys.stderr)
         return 130
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if bar:
             bar.close()
+    if signals:
+        print(f"interrupted at step {step}: checkpoint saved; resume with: {resume_hint}", file=sys.stderr)
+        return 128 + signals[0]
     print(f"done at step {step}: {args.out}")
     return 0
+
+
+def _on_train_event(event, bar) -> None:
+    from . import events
+
+    if bar is not None:
+        bar(event)
+    if isinstance(event, events.Warning):  # shown with --quiet too
+        line = f"warning: {event.message}"
+        if bar is not None and bar.bar is not None:
+            bar.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
 
 
 class _ProgressBar:
@@ -152,10 +202,16 @@ def _info(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "info": _info}[args.command](args)
+        return {"train": _train, "sample": _sample, "info": _info, "bench": _bench}[args.command](args)
     except CmcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .devices import resolve_device
 from .model import load_model
-from .sampling import sample, to_uint8
+from .sampling import sample, strip, to_uint8
 
 SAMPLER_NAMES = ("multistep", "ode")
 _SAMPLER_FUNCTIONS = {"multistep": "multistep", "ode": "ode_euler"}
@@ -42,6 +42,11 @@ class Generator:
     def sample(self, num: int, steps: int, seed: int, sampler: str = "multistep") -> np.ndarray:
         """uint8 N×H×W×C images; the same seed gives the same images."""
         return to_uint8(self.sample_tensor(num, steps, seed, sampler))
+
+    def strip(self, seed: int, steps=(1, 2, 4, 8), index: int = 0, callback=None) -> dict[int, np.ndarray]:
+        """Image `index` of a seed at each step count (multistep), in one batched run: steps -> uint8 H×W×C."""
+        images = to_uint8(strip(self.model, self._shape(1), list(steps), seed, index, self.device, callback))
+        return dict(zip(steps, images))
 
     def trajectory(self, num: int, steps: int, seed: int) -> list[np.ndarray]:
         """The multistep sampler's denoised estimate after each step (GIF frames)."""

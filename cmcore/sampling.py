@@ -1,11 +1,11 @@
 """Samplers: flat functions with one signature (after k-diffusion's sampling.py).
 
-    sampler(model, x1, times, generator=None, callback=None) -> x0
+    sampler(model, x1, times, noise=None, callback=None) -> x0
 
 `model` is a ConsistencyFunction (f and velocity), `x1` the starting noise at t = times[0],
-`times` the descending evaluation times, `generator` a CPU torch.Generator for any fresh
-noise (so the same seed gives the same images on every device), and `callback(i, x0_estimate)`
-is called after each step (previews, progress, GIF frames).
+`times` the descending evaluation times, `noise` an `ImageNoise` for any fresh noise (each image
+draws from its own seeded stream, so an image is the same alone, in any batch and on every device),
+and `callback(i, x0_estimate)` is called after each step (previews, progress, GIF frames, cancelling).
 """
 from __future__ import annotations
 
@@ -16,6 +16,26 @@ import torch
 Callback = Callable[[int, torch.Tensor], None] | None
 
 
+class ImageNoise:
+    """Gaussian noise per image, image i from its own CPU generator seeded with seeds[i]: the starting
+    noise x1 is each stream's first draw, every reinjection the next one."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.streams = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    @classmethod
+    def for_images(cls, seed: int, count: int, first: int = 0) -> "ImageNoise":
+        """The streams of images first .. first + count − 1 of a seed: image i uses seed + i."""
+        return cls(range(seed + first, seed + first + count))
+
+    def draw(self, like: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """One draw per image (of `rows`, default all), shaped, typed and placed like `like`."""
+        rows = range(len(self.streams)) if rows is None else rows
+        shape = like.shape[1:]
+        z = torch.stack([torch.randn(shape, generator=self.streams[r]) for r in rows])
+        return z.to(like.device, like.dtype)
+
+
 def default_times(steps: int) -> list[float]:
     """Evaluation times for K steps: 1, 1 − 1/K, ..., 1/K (t_max = 1 first)."""
     if steps < 1:
@@ -23,12 +43,8 @@ def default_times(steps: int) -> list[float]:
     return [1.0 - i / steps for i in range(steps)]
 
 
-def _fresh_noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(like.shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
-
-
-@torch.no_grad()
-def onestep(model, x1, times: Sequence[float] = (1.0,), generator=None, callback: Callback = None):
+@torch.inference_mode()
+def onestep(model, x1, times: Sequence[float] = (1.0,), noise: ImageNoise | None = None, callback: Callback = None):
     """x0 = f(x1, t_max)."""
     x0 = model(x1, times[0])
     if callback:
@@ -36,22 +52,22 @@ def onestep(model, x1, times: Sequence[float] = (1.0,), generator=None, callback
     return x0
 
 
-@torch.no_grad()
-def multistep(model, x1, times: Sequence[float], generator=None, callback: Callback = None):
+@torch.inference_mode()
+def multistep(model, x1, times: Sequence[float], noise: ImageNoise | None = None, callback: Callback = None):
     """Reinjection: x0 = f(x1, t_max); for each next τ: x_τ = (1−τ)·x0 + τ·z, x0 = f(x_τ, τ)."""
     x0 = model(x1, times[0])
     if callback:
         callback(0, x0)
     for i, tau in enumerate(times[1:], start=1):
-        x_tau = (1 - tau) * x0 + tau * _fresh_noise(x0, generator)
-        x0 = model(x_tau, tau)
+        z = noise.draw(x0) if noise is not None else torch.randn_like(x0)
+        x0 = model((1 - tau) * x0 + tau * z, tau)
         if callback:
             callback(i, x0)
     return x0
 
 
-@torch.no_grad()
-def ode_euler(model, x1, times: Sequence[float], generator=None, callback: Callback = None):
+@torch.inference_mode()
+def ode_euler(model, x1, times: Sequence[float], noise: ImageNoise | None = None, callback: Callback = None):
     """Euler on dx/dt = (x − f(x, t))/t (= v for a teacher) from times[0] down to 0."""
     x = x1
     ts = list(times) + [0.0]
@@ -62,8 +78,8 @@ def ode_euler(model, x1, times: Sequence[float], generator=None, callback: Callb
     return x
 
 
-@torch.no_grad()
-def ode_heun(model, x1, times: Sequence[float], generator=None, callback: Callback = None):
+@torch.inference_mode()
+def ode_heun(model, x1, times: Sequence[float], noise: ImageNoise | None = None, callback: Callback = None):
     """Heun (2nd order) on the same ODE; the last step to t = 0 is an Euler step."""
     x = x1
     ts = list(times) + [0.0]
@@ -78,16 +94,44 @@ def ode_heun(model, x1, times: Sequence[float], generator=None, callback: Callba
     return x
 
 
+@torch.inference_mode()
+def multistep_rows(model, x1, row_times: Sequence[Sequence[float]], noise: ImageNoise, callback: Callback = None):
+    """`multistep` for rows that each have their own times, in one batch: pass i evaluates every row
+    with an i-th time, so rows of 1, 2, 4 and 8 steps take 8 passes instead of 15. Each row's image
+    is the one its own `multistep` run gives (its noise comes from its own stream)."""
+    x0 = model(x1, torch.tensor([times[0] for times in row_times], device=x1.device))
+    if callback:
+        callback(0, x0)
+    for i in range(1, max(len(times) for times in row_times)):
+        rows = [r for r, times in enumerate(row_times) if len(times) > i]
+        tau = torch.tensor([row_times[r][i] for r in rows], device=x1.device, dtype=x1.dtype).reshape(-1, 1, 1, 1)
+        x_tau = (1 - tau) * x0[rows] + tau * noise.draw(x0, rows)
+        x0 = x0.clone()
+        x0[rows] = model(x_tau, tau.flatten())
+        if callback:
+            callback(i, x0)
+    return x0
+
+
 SAMPLERS = {"onestep": onestep, "multistep": multistep, "ode": ode_euler, "ode_euler": ode_euler, "ode_heun": ode_heun}
 
 
 def sample(model, shape, steps: int, seed: int, sampler: str = "multistep", device="cpu",
-           times: Sequence[float] | None = None, callback: Callback = None) -> torch.Tensor:
-    """Images in [-1, 1] from a seed: the noise and every fresh draw come from one CPU generator."""
-    generator = torch.Generator().manual_seed(int(seed))
-    x1 = torch.randn(shape, generator=generator).to(device)
+           times: Sequence[float] | None = None, callback: Callback = None, first: int = 0) -> torch.Tensor:
+    """Images in [-1, 1]: image i (counting from `first`) from its own noise stream, seed + i."""
+    noise = ImageNoise.for_images(seed, shape[0], first)
+    x1 = noise.draw(torch.empty(shape)).to(device)
     fn = SAMPLERS[sampler] if steps > 1 or sampler != "multistep" else onestep
-    return fn(model, x1, list(times) if times is not None else default_times(steps), generator, callback)
+    return fn(model, x1, list(times) if times is not None else default_times(steps), noise, callback)
+
+
+def strip(model, shape, steps: Sequence[int], seed: int, index: int = 0, device="cpu",
+          callback: Callback = None) -> torch.Tensor:
+    """Image `index` of a seed drawn with each step count in `steps` (the gallery's 1/2/4/8 strip), in
+    one batched `multistep_rows` run: row k equals image `index` of `sample(..., steps[k], seed)`."""
+    noise = ImageNoise([seed + index] * len(steps))
+    x1 = noise.draw(torch.empty((len(steps), *shape[1:]))).to(device)
+    return multistep_rows(model, x1, [default_times(k) for k in steps], noise, callback)
 
 
 def to_uint8(x: torch.Tensor):
