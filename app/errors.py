@@ -26,6 +26,9 @@ _HINTS: list[tuple[str, str, str]] = [
     # (class name in the MRO, title, what to do)
     ("DataError", "Cannot use these images",
      "Pick another folder, check the skipped files listed in the Data pane, or try the demo data."),
+    ("RunBusyError", "Run is busy",
+     "Another process (or window) is training this run: wait for it to end or stop it there, "
+     "or start a new run instead. The Runs pane shows which runs are busy."),
     ("ConfigError", "Invalid setting",
      "Change the named setting in the Train pane (or the preset file) and start again."),
     ("CheckpointError", "Cannot open run or checkpoint",

@@ -123,7 +123,10 @@ def run_sample(request: SampleRequest, cancel: Any = None) -> SampleResult:
         images = _sample(generator, request.count, request.steps, request.seed, request.sampler, cancel)
         strip = None
         if request.strip:
-            strip = {s: _sample(generator, 1, s, request.seed, request.sampler, cancel)[0] for s in STRIP_STEPS}
+            if request.sampler == "multistep":  # image #1 at 1, 2, 4 and 8 steps in one batched run
+                strip = generator.strip(request.seed, STRIP_STEPS, callback=None if cancel is None else cancel.check)
+            else:
+                strip = {s: _sample(generator, 1, s, request.seed, request.sampler, cancel)[0] for s in STRIP_STEPS}
     return SampleResult(request, images, strip, run_name(generator.source), int(generator.step),
                         str(generator.method), int(generator.resolution), int(generator.channels),
                         str(generator.source), generator.default_sampler, time.perf_counter() - t0)

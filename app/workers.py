@@ -222,6 +222,7 @@ class TrainingWorker(BaseWorker):
     checkpoint_saved = Signal(object)  # events.CheckpointSaved
     run_finished = Signal(object)  # events.Finished
     rolled_back = Signal(object)  # events.RolledBack
+    warning = Signal(object)  # events.Warning: something failed that training survives
     history = Signal(object)  # list[dict]: the metrics.jsonl records of the run so far (resume)
     error_context = "Training"
 
@@ -323,7 +324,7 @@ class TrainingWorker(BaseWorker):
                 self.history.emit(records)
         signal = {"Started": self.run_started, "Preview": self.preview,
                   "CheckpointSaved": self.checkpoint_saved, "RolledBack": self.rolled_back,
-                  "Finished": self.run_finished}.get(name)
+                  "Warning": self.warning, "Finished": self.run_finished}.get(name)
         if signal is not None:
             signal.emit(event)
 

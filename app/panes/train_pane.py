@@ -68,6 +68,7 @@ class TrainPane(QWidget):
         self.last_run: tuple[Path, str] | None = None  # (run dir, finish reason) of the previous run
         self.last_error: ErrorInfo | None = None
         self.rollbacks: list[Any] = []  # events.RolledBack of the current run (the spike guard)
+        self.warnings: list[Any] = []  # events.Warning of the current run (a preview not written...)
         self.step = 0
         self.max_steps = 0
         self._finish_reason = ""
@@ -253,13 +254,14 @@ class TrainPane(QWidget):
 
     def _launch(self, worker: TrainingWorker, run_dir: Path, max_steps: int) -> None:
         self.worker, self.run_dir, self.last_error = worker, run_dir, None
-        self.rollbacks = []
+        self.rollbacks, self.warnings = [], []
         self.step, self.max_steps, self._finish_reason = 0, max_steps, ""
         worker.run_started.connect(self._on_started)
         worker.progress.connect(self._on_progress)
         worker.preview.connect(self._on_preview)
         worker.checkpoint_saved.connect(self._on_checkpoint)
         worker.rolled_back.connect(self._on_rolled_back)
+        worker.warning.connect(self._on_warning)
         worker.run_finished.connect(self._on_finished)
         worker.history.connect(self._on_history)
         worker.failed.connect(self._on_failed)
@@ -338,14 +340,21 @@ class TrainPane(QWidget):
         self.rollbacks.append(event)
         self.status_message.emit(message)
 
+    def _on_warning(self, event) -> None:
+        log.warning("training warning at step %s: %s", event.step, event.message)
+        self.warnings.append(event)
+        self.status_message.emit(f"Warning at step {event.step:,}: {event.message}")
+
     def _on_finished(self, event) -> None:
         self.step, self._finish_reason = event.step, event.reason
         if event.reason != "stopped":
             self.progress.setValue(1000)
         words = {"max_steps": "finished", "max_minutes": "time limit reached", "stopped": "stopped"}
         spikes = f"; rolled back after {len(self.rollbacks)} loss spike(s)" if self.rollbacks else ""
+        warned = f"; {len(self.warnings)} warning(s), the last: {self.warnings[-1].message}" if self.warnings else ""
         self.status.setText(f"{words.get(event.reason, event.reason).capitalize()} at step {event.step:,}; "
-                            f"checkpoint saved{spikes}")
+                            f"checkpoint saved{spikes}{warned}")
+        self.status.setToolTip("\n".join(f"step {w.step:,}: {w.message}" for w in self.warnings))
 
     def _on_failed(self, info: ErrorInfo) -> None:
         self.last_error = info

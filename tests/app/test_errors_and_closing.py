@@ -139,10 +139,17 @@ def test_errors_are_explained(exc, kind_title):
         assert "log file" in info.hint and "ZeroDivisionError" in info.message
 
 
+def _busy_error() -> list:
+    import cmcore.errors
+
+    busy = getattr(cmcore.errors, "RunBusyError", None)  # the engine's one-writer-per-run error
+    return [(busy("x"), "busy")] if busy else []
+
+
 def test_engine_errors_are_explained():
     from cmcore import CheckpointError, ConfigError, DataError, TrainingError
 
-    for exc, word in ((DataError("x"), "images"), (ConfigError("x"), "setting"),
+    for exc, word in ((DataError("x"), "images"), (ConfigError("x"), "setting"), *_busy_error(),
                       (CheckpointError("x"), "checkpoint"), (TrainingError("x"), "Training")):
         info = describe(exc)
         assert word.lower() in info.title.lower() and info.message == "x" and info.hint
@@ -160,3 +167,32 @@ def test_worker_exceptions_are_logged_with_traceback(qtbot, tmp_path):
     assert workers.join_all(10_000)
     assert "ZeroDivisionError" in log_file().read_text()
     assert str(tmp_path) in str(log_file())
+
+
+def test_a_warning_from_the_engine_is_shown_and_training_goes_on(qtbot, make_window, dialog_log, monkeypatch):
+    """events.Warning (a preview or metrics line not written, ...): a status message, and the
+    finished run says how many there were; no error box, training is not interrupted."""
+    from cmcore import events, training
+
+    if not hasattr(events, "Warning"):
+        pytest.skip("engine without events.Warning")
+    real = training.Trainer.train_step
+
+    def warn_at_step_3(trainer):
+        if trainer.step == 3:
+            trainer.on_event(events.Warning(3, "no preview at step 3: No space left on device"))
+        return real(trainer)
+
+    monkeypatch.setattr(training.Trainer, "train_step", warn_at_step_3)
+    window = make_window()
+    wait_for_data(qtbot, window)
+    messages = []
+    window.statusBar().messageChanged.connect(messages.append)
+    configure(window, max_steps=6, preview_every=0)
+    start(qtbot, window)
+    wait_idle(qtbot, window)
+    tp = window.train_pane
+    assert tp.last_run[1] == "max_steps" and tp.step == 6 and dialog_log.errors == []
+    assert [w.step for w in tp.warnings] == [3]
+    assert any(m == "Warning at step 3: no preview at step 3: No space left on device" for m in messages)
+    assert "1 warning(s)" in tp.status.text() and "No space left" in tp.status.toolTip()

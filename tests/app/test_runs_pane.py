@@ -140,7 +140,8 @@ def test_an_unreadable_run_is_listed_with_the_reason(qtbot, make_window, tmp_pat
     broken.mkdir()
     (broken / "config.toml").write_text("[train\nthis is not TOML")
     reason = "config.toml: Expected ']' at the end of a table declaration (line 1, column 7)"
-    listed["fn"] = lambda runs: [_as_listed(r) for r in runs] + ([_unreadable(broken, reason)] if broken.exists() else [])
+    listed["fn"] = lambda runs: ([_as_listed(r) for r in runs if r.path != broken]
+                                 + ([_unreadable(broken, reason)] if broken.exists() else []))
     window = make_window(workspace=workspace)
     rp = window.runs_pane
     window.show_pane("runs")
@@ -166,4 +167,59 @@ def test_an_unreadable_run_is_listed_with_the_reason(qtbot, make_window, tmp_pat
     dialog_log.confirm_answer = True
     click(qtbot, rp.delete_button)
     qtbot.waitUntil(lambda: not broken.exists() and rp.table.rowCount() == 1, timeout=30_000)
+    assert dialog_log.errors == []
+
+
+# --- the same, with the engine's own lock and listing ---------------------------------------------
+
+def _engine_has(module, name: str) -> bool:
+    import importlib
+
+    return hasattr(importlib.import_module(module), name)
+
+
+@pytest.mark.skipif(not _engine_has("cmcore.rundir", "acquire_lock"), reason="engine without run locks")
+def test_a_run_locked_by_another_process_is_busy_end_to_end(qtbot, make_window, tmp_path, dialog_log):
+    import subprocess
+    import sys
+
+    workspace = tmp_path / "runs"
+    run = train_run(workspace, "ct-locked")
+    code = ("import sys, time\nfrom cmcore.rundir import acquire_lock\nacquire_lock(sys.argv[1])\n"
+            "print('locked', flush=True)\ntime.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        window = make_window(workspace=workspace)
+        rp = window.runs_pane
+        window.show_pane("runs")
+        qtbot.waitUntil(lambda: rp.select_path(run), timeout=30_000)
+        row = rp.table.currentRow()
+        assert rp.table.item(row, STATUS_COLUMN).text().startswith(f"busy (process {holder.pid} on ")
+        assert not rp.resume_button.isEnabled() and not rp.delete_button.isEnabled()
+        assert window.train_pane.resume_run(run) is False and "Run is busy" == dialog_log.infos[-1][0]
+    finally:
+        holder.kill()
+        holder.wait()
+    rp.refresh()  # the process is gone: the run is free again
+    qtbot.waitUntil(lambda: rp.delete_button.isEnabled() and rp.table.item(rp.table.currentRow(), STATUS_COLUMN)
+                    .text() == "", timeout=30_000)
+
+
+@pytest.mark.skipif("error" not in getattr(__import__("cmcore.runs").runs.RunInfo, "__dataclass_fields__", {}),
+                    reason="engine without RunInfo.error")
+def test_an_unreadable_run_end_to_end(qtbot, make_window, tmp_path, dialog_log):
+    workspace = tmp_path / "runs"
+    good = train_run(workspace, "ct-good")
+    broken = train_run(workspace, "ct-broken")
+    (broken / "config.toml").write_bytes(b"\xff\xfe not text")
+    window = make_window(workspace=workspace)
+    rp = window.runs_pane
+    window.show_pane("runs")
+    qtbot.waitUntil(lambda: rp.table.rowCount() == 2, timeout=30_000)
+    assert rp.select_path(broken)
+    assert rp.table.item(rp.table.currentRow(), STATUS_COLUMN).text().startswith("unreadable: ")
+    assert not rp.resume_button.isEnabled() and rp.hint.text().startswith("Unreadable: ")
+    gp = window.gallery_pane
+    assert [gp.run_box.itemData(i) for i in range(gp.run_box.count())] == [str(good)]
     assert dialog_log.errors == []
