@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,package]"
+	$(BIN)/python -m pip install -q -e ".[test,package,onnx]"
 	touch $(STAMP)
 
 # The system check names every missing library of Qt's xcb plugin and the apt-get line that adds them.

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     e.add_argument("--device", default="cpu")
 
+    x = sub.add_parser("export", help="write a portable model folder: weights, config, ONNX, model card",
+                       description="Write a folder another person can use without this app: the evaluation-EMA "
+                       "weights (safetensors), config.toml, model.onnx of f(x, t), samples.png and a README model card.")
+    x.add_argument("source", type=Path, help="run directory or .safetensors checkpoint")
+    x.add_argument("--out", type=Path, required=True, help="the folder to write")
+    x.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
+
     b = sub.add_parser("bench", help="time our training step against a plain baseline, side by side",
                        description="Time the training step against a plain baseline (round robin, median); "
                        "also sampling latency and the data rate. --json: one JSON object on the last line.")
@@ -245,6 +252,14 @@ def _edit(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .portable import export_model
+
+    out = export_model(args.source, args.out, onnx=not args.no_onnx)
+    print(f"exported to {out}")
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import main as bench_main
 
@@ -254,7 +269,7 @@ def _bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "info": _info, "bench": _bench, "edit": _edit}[args.command](args)
+        return {"train": _train, "sample": _sample, "info": _info, "bench": _bench, "edit": _edit, "export": _export}[args.command](args)
     except CmcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
