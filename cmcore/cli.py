@@ -15,7 +15,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmcore", description="Train and sample consistency models.", epilog=EPILOG)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a ct, cd or flow model", description="Train a model into RUN_DIR.")
+    t = sub.add_parser("train", help="train a ct, cd or flow model",
+                       description="Train a model into RUN_DIR. Under torchrun (torchrun --nproc-per-node N -m cmcore "
+                       "train ...) N processes train the one run, on N GPUs or CPU processes; --batch-size stays the "
+                       "whole step's batch, split across them.")
     t.add_argument("--data", help="folder | demo | mnist:ROOT | fashionmnist:ROOT | cifar10:ROOT")
     t.add_argument("--method", choices=("ct", "cd", "flow"))
     t.add_argument("--out", required=True, type=Path, help="run directory")
@@ -92,8 +95,11 @@ def _train(args) -> int:
     import signal
     import threading
 
+    from . import distributed
     from .rundir import has_checkpoint, latest_step
     from .training import Trainer
+
+    main_rank = distributed.env_rank() == 0  # under torchrun rank 0 speaks for the run
 
     if args.resume:
         config = TrainConfig.load(args.out / "config.toml") if (args.out / "config.toml").exists() else None
@@ -103,7 +109,7 @@ def _train(args) -> int:
         config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None}
     config = TrainConfig.from_dict({**config.to_dict(), **overrides}).validate()
-    bar = None if args.quiet else _ProgressBar()
+    bar = None if args.quiet or not main_rank else _ProgressBar()
     trainer = Trainer(config, args.out, resume=args.resume, on_event=lambda event: _on_train_event(event, bar))
     resume_hint = f"cmcore train --out {args.out} --resume"
     signals: list[int] = []
@@ -113,7 +119,8 @@ def _train(args) -> int:
             raise KeyboardInterrupt  # a second one: quit now, without saving
         signals.append(signum)
         trainer.request_stop()
-        print("\nstopping: saving a checkpoint of this step (Ctrl-C again to quit without saving)", file=sys.stderr)
+        if main_rank:
+            print("\nstopping: saving a checkpoint of this step (Ctrl-C again to quit without saving)", file=sys.stderr)
 
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {sig: signal.signal(sig, stop) for sig in handled}
@@ -124,11 +131,19 @@ def _train(args) -> int:
             "no checkpoint was saved: start the run again"
         print(f"\ninterrupted; {saved}", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # DDP's gradient all-reduce fails inside backward(): another process is gone
+        lost = distributed.lost_contact(exc)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if bar:
             bar.close()
+        distributed.teardown()
+    if not main_rank:
+        return 128 + signals[0] if signals else 0
     if signals:
         print(f"interrupted at step {step}: checkpoint saved; resume with: {resume_hint}", file=sys.stderr)
         return 128 + signals[0]
