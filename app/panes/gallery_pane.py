@@ -201,16 +201,18 @@ class GalleryPane(QWidget):
         return source == folder or folder in source.parents
 
     def release(self, folder: str | Path, then) -> None:
-        """Let go of a run about to be deleted: if the gallery shows it, clear the view, cancel
-        its sampling and export, and forget the loaded model; call `then()` once no job of the
-        gallery is running any more (at once when none is)."""
-        if self.shows(folder):
-            self.clear()
-            self.sampling.cancel()
-            self.exporting.cancel()
+        """Let go of a run about to be deleted: forget its loaded model and, if the gallery shows
+        it, clear the view and cancel its sampling and export; call `then()` once those jobs
+        have ended (at once when none runs)."""
         GENERATORS.drop(folder)
+        if not self.shows(folder):
+            then()  # the gallery's jobs (of another model) do not touch that folder
+            return
+        self.clear()
+        self.sampling.cancel()
+        self.exporting.cancel()
         if self.sampling.busy or self.exporting.busy:
-            self._after_release.append(then)
+            self._after_release.append(then)  # they end at their next sampler step or file
         else:
             then()
 
