@@ -21,6 +21,23 @@ class TrainingError(CmcoreError):
     """Training cannot go on (non-finite loss, ...)."""
 
 
+class OutOfMemoryError(CmcoreError):
+    """The device ran out of memory (training, previews, loading, sampling); the message says what to
+    make smaller. Named like torch's so front ends that classify errors by name explain it the same way."""
+
+
+class RunBusyError(CmcoreError):
+    """Another process (or another Trainer in this one) is training the run: one writer per run folder."""
+
+
 class SaveError(CmcoreError, OSError):
-    """A checkpoint could not be written (full disk, lost folder...); the previous one is kept.
-    An OSError too, so callers that explain file problems (the app's "disk full?" hint) apply."""
+    """A file could not be written (full disk, lost folder...): a checkpoint (the previous one is kept),
+    an exported image. An OSError too, so callers that explain file problems ("disk full?") apply."""
+
+
+def reason(exc: BaseException) -> str:
+    """The cause of a failed write, short: "No space left on device", not a traceback's worth."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split("I/O error: ")[-1]  # safetensors: "Error while serializing: I/O error: No space left..."

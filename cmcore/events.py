@@ -49,6 +49,14 @@ class RolledBack:
 
 
 @dataclass
+class Warning:  # noqa: A001 - cmcore.events.Warning; the builtin is not used here
+    """Something failed that training survives (a preview or metrics line not written: full disk; a preview
+    out of memory; a non-finite loss rolled back): one line for the front ends to show."""
+    step: int
+    message: str
+
+
+@dataclass
 class Finished:
     step: int
     reason: str  # max_steps | max_minutes | stopped
