@@ -7,27 +7,38 @@
     RUN/checkpoints/step_0000500.safetensors   model / target / ema weights + metadata
     RUN/checkpoints/step_0000500.state.pt      optimizer and RNG state (loads with weights_only)
     RUN/checkpoints/latest                     the stem of the newest complete checkpoint
+    RUN/.lock                              while a process trains the run: its pid, host and start time
 
 Free of torch: the app lists and follows runs before torch is imported. The engine and the app
 both read and write run folders through these functions only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import secrets
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
+
+from .errors import CheckpointError, RunBusyError
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 DATA_REPORT = "data_report.json"
 PREVIEWS = "previews"
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"  # {"pid", "host", "started", ...} of the process training the run
 PREFIX = "step_"  # checkpoint stems: step_0000373.safetensors / .state.pt
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.pt"
+PORTABLE_WEIGHTS = "model.safetensors"  # the weights of an exported model folder (cmcore/portable.py)
 
 
 # --- atomic writes ---------------------------------------------------------------------------------
@@ -106,9 +117,16 @@ def step_of(path: Path) -> int | None:
 
 
 def saved_steps(folder: str | Path) -> list[int]:
-    """Steps with a weights file in a checkpoints folder, in numeric order."""
+    """Steps with a weights file in a checkpoints folder, in numeric order (complete or not: see complete_steps)."""
     steps = {step_of(p) for p in Path(folder).glob(f"{PREFIX}*{WEIGHTS_SUFFIX}")}
     return sorted(s for s in steps if s is not None)
+
+
+def complete_steps(folder: str | Path) -> list[int]:
+    """Steps whose weights and state files are both present, in numeric order. A checkpoint is one unit:
+    a weights file without its state (a process killed between the two renames) is not a checkpoint."""
+    folder = Path(folder)
+    return [s for s in saved_steps(folder) if (folder / (checkpoint_name(s) + STATE_SUFFIX)).is_file()]
 
 
 def latest_pointer(run_dir: str | Path) -> Path:
@@ -116,38 +134,111 @@ def latest_pointer(run_dir: str | Path) -> Path:
     return checkpoint_dir(run_dir) / "latest"
 
 
-def latest_step(run_dir: str | Path) -> int:
-    """The step of a run's newest complete checkpoint, read from its `latest` pointer; 0 when none."""
+_POINTER = re.compile(r"step_(\d{1,12})")
+
+
+def _pointed_step(folder: Path) -> int | None:
+    """The step a checkpoints folder's `latest` names, if it holds nothing but a checkpoint stem (never a
+    path: a pointer can only name a file of its own folder) and that checkpoint is complete."""
     try:
-        return int(latest_pointer(run_dir).read_text().strip().removeprefix(PREFIX))
-    except (OSError, ValueError):
-        return 0
+        with open(folder / "latest", "rb") as fh:
+            raw = fh.read(64)
+        match = _POINTER.fullmatch(raw.decode("ascii").strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    if match is None:
+        return None
+    step = int(match.group(1))
+    stem = folder / checkpoint_name(step)
+    complete = all(stem.with_name(stem.name + sfx).is_file() for sfx in (WEIGHTS_SUFFIX, STATE_SUFFIX))
+    return step if complete else None
+
+
+def _checkpoints_folder(path: str | Path) -> Path:
+    path = Path(path)
+    return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+
+
+def committed_step(path: str | Path) -> int | None:
+    """The step of the newest complete checkpoint of a run folder (or bare checkpoints folder): the one a
+    valid `latest` names, else (no pointer, or one naming nothing usable) the highest complete pair; None
+    when there is none."""
+    folder = _checkpoints_folder(path)
+    step = _pointed_step(folder)
+    if step is None:
+        steps = complete_steps(folder)
+        step = steps[-1] if steps else None
+    return step
+
+
+def latest_step(run_dir: str | Path) -> int:
+    """The step of a run's newest complete checkpoint (`committed_step`); 0 when none."""
+    step = committed_step(run_dir)
+    return 0 if step is None else step
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
-    return latest_pointer(run_dir).is_file()
+    return committed_step(run_dir) is not None
 
 
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint file itself, or the newest complete checkpoint of a run folder (or of a bare
-    checkpoints folder): the one `latest` names, else the highest step present."""
-    from .errors import CheckpointError
-
+    checkpoints folder): the one `latest` names, else the highest step whose weights and state are both there."""
     path = Path(path)
     if path.is_file():
         return path
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
-    folder = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
-    pointer = folder / "latest"
-    if pointer.is_file():
-        candidate = folder / (pointer.read_text().strip() + WEIGHTS_SUFFIX)
-        if candidate.is_file():
-            return candidate
-    steps = saved_steps(folder)
-    if not steps:
+    if (path / PORTABLE_WEIGHTS).is_file():  # a folder written by `cmcore export`
+        return path / PORTABLE_WEIGHTS
+    folder = _checkpoints_folder(path)
+    step = committed_step(folder)
+    if step is None:
         raise CheckpointError(f"no checkpoint in {path}: train first, or pick a .safetensors file")
-    return folder / (checkpoint_name(steps[-1]) + WEIGHTS_SUFFIX)
+    return folder / (checkpoint_name(step) + WEIGHTS_SUFFIX)
+
+
+def clean_orphans(run_dir: str | Path) -> list[Path]:
+    """Remove what killed writes leave behind: temporary files (in the run folder, its checkpoints and
+    previews) and a checkpoint's weights or state file without its partner.
+    Called by the one process that holds the run's lock, after a checkpoint is complete. The removed paths."""
+    run_dir = Path(run_dir)
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / PREVIEWS):
+        for tmp in folder.glob(".*.tmp"):
+            removed.append(tmp)
+    folder = run_dir / CHECKPOINTS
+    complete = set(complete_steps(folder))
+    for pattern in (f"{PREFIX}*{WEIGHTS_SUFFIX}", f"{PREFIX}*{STATE_SUFFIX}"):
+        for file in folder.glob(pattern):
+            step = step_of(file)
+            if step is not None and step not in complete:
+                removed.append(file)
+    for file in removed:
+        try:
+            file.unlink()
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def remove_checkpoints_after(run_dir: str | Path, step: int) -> None:
+    """Delete the checkpoint files of steps after `step`: left by a process killed after writing them but
+    before `latest` named them. A run resumed from `step` trains those steps again."""
+    folder = checkpoint_dir(run_dir)
+    steps = {step_of(p) for p in folder.glob(f"{PREFIX}*")} - {None}
+    for later in sorted(s for s in steps if s > step):
+        for file in checkpoint_files(run_dir, later):
+            file.unlink(missing_ok=True)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, hex (a teacher checkpoint's identity: the same file, unchanged)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def run_of(checkpoint: str | Path) -> Path | None:
@@ -164,10 +255,184 @@ def run_name(source: str | Path) -> str:
     return run.name if run is not None else Path(source).stem
 
 
+# --- one run, one writer ----------------------------------------------------------------------------------
+_UNWRITTEN_LOCK_GRACE_S = 2.0  # a lock file still empty this long after its creation was left by a crash
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / LOCK
+
+
+def lock_owner(run_dir: str | Path) -> dict | None:
+    """Who trains the run now: the lock's record ({"pid", "host", "started" (epoch seconds), ...}) while its
+    process lives, this one included; None when nobody does (no lock, or a lock left by a process that died
+    on this host). A process on another host is taken to be alive: it cannot be asked."""
+    owner, _ = _lock_state(lock_path(run_dir))
+    return owner
+
+
+def acquire_lock(run_dir: str | Path) -> dict:
+    """Take the run's lock for this process, or raise RunBusyError naming the process that holds it. The
+    lock file is created atomically (O_CREAT | O_EXCL); one left by a dead process on this host is taken
+    over. Returns the record to hand to `release_lock`."""
+    path = lock_path(run_dir)
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3),
+              "token": secrets.token_hex(8)}
+    start = _process_start(os.getpid())
+    if start is not None:
+        record["pid_start"] = start  # tells this process from a later one given the same pid
+    deadline = time.monotonic() + 2 * _UNWRITTEN_LOCK_GRACE_S
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner, raw = _lock_state(path)
+            if owner is not None:
+                if owner.get("pid") is None and time.monotonic() < deadline:  # being written this instant
+                    time.sleep(0.05)
+                    continue
+                raise RunBusyError(_busy_message(run_dir, owner)) from None
+            _remove_if_unchanged(path, raw)  # stale: its process is gone
+            if time.monotonic() > deadline:
+                raise RunBusyError(f"cannot take the lock {path}: it keeps changing; is another program "
+                                   "starting this run?") from None
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(record))
+            fh.flush()
+            os.fsync(fh.fileno())
+        return record
+
+
+def release_lock(run_dir: str | Path, record: dict) -> None:
+    """Remove the run's lock if it is still the one `record` describes (never another process's)."""
+    path = lock_path(run_dir)
+    try:
+        raw = path.read_bytes()
+        if json.loads(raw).get("token") == record.get("token"):
+            _remove_if_unchanged(path, raw)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _busy_message(run_dir: str | Path, owner: dict) -> str:
+    if owner.get("pid") is None:
+        return f"{run_dir} is being started by another process: wait a moment and try again"
+    started = owner.get("started")
+    since = time.strftime(" since %Y-%m-%d %H:%M", time.localtime(started)) if _is_number(started) else ""
+    text = f"this run ({run_dir}) is being trained by pid {owner['pid']} on {owner.get('host', '?')}{since}"
+    if owner.get("host") != socket.gethostname():
+        return f"{text}: stop it there first (if that process is gone, delete {lock_path(run_dir)})"
+    return f"{text}: stop that process first, or train into another folder"
+
+
+def _lock_state(path: Path) -> tuple[dict | None, bytes | None]:
+    """(the live owner's record or None, the lock file's bytes or None when there is no lock file).
+    A lock file that is empty or unreadable and young counts as owned by a process writing it ({"pid": None})."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError:
+        return {"pid": None}, b""  # cannot read it: better busy than two writers
+    try:
+        owner = json.loads(raw)
+        pid = owner["pid"]
+        if not isinstance(owner, dict) or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise ValueError("not a lock record")
+    except (ValueError, KeyError, TypeError):
+        try:
+            young = time.time() - path.stat().st_mtime < _UNWRITTEN_LOCK_GRACE_S
+        except OSError:
+            young = False
+        return ({"pid": None} if young else None), raw
+    if owner.get("host") != socket.gethostname():
+        return owner, raw
+    return (owner if _alive(pid, owner.get("pid_start")) else None), raw
+
+
+def _remove_if_unchanged(path: Path, raw: bytes | None) -> None:
+    try:
+        if path.read_bytes() == raw:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def _alive(pid: int, pid_start=None) -> bool:
+    """Whether process `pid` of this host runs (and is the one that started at `pid_start`, where known)."""
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there
+        return _alive_windows(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    except OSError:
+        return False
+    stat = _proc_stat(pid)
+    if stat is not None:
+        if stat[0] == "Z":  # exited, not yet reaped
+            return False
+        if pid_start is not None and stat[19] != str(pid_start):  # the pid was reused
+            return False
+    return True
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields after the command name in /proc/PID/stat (Linux), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    fields = text[text.rfind(")") + 1:].split()
+    return fields if len(fields) > 19 else None
+
+
+def _process_start(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat is not None and stat[19].isdigit() else None
+
+
+def _alive_windows(pid: int) -> bool:  # pragma: no cover - Windows only
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
 # --- metrics.jsonl ---------------------------------------------------------------------------------------
 def append_metrics(run_dir: str | Path, record: dict) -> None:
-    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    """Append one line. A write that fails (full disk) is cut off again, so the file never holds half a line
+    that the next one would be glued to; the error propagates. A torn last line (a killed process) is ended first."""
+    line = (json.dumps(record) + "\n").encode()
+    with open(Path(run_dir) / METRICS, "a+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
+        try:
+            fh.write(line)
+            fh.flush()
+        except BaseException:
+            try:
+                fh.truncate(size)
+            except OSError:
+                pass
+            raise
 
 
 def read_metrics(path: str | Path) -> list[dict]:
