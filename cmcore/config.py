@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,6 +40,9 @@ LR_MIN_RATIO_DISTILL = 0.0  # CD decays to 0: better in three of four pairs ("CD
 LR_MIN_RATIO_DEFAULT = 0.1  # CT and the teacher were not measured with a decay to 0
 CT_WARMUP_FRACTION = 0.25  # CT starts as a plain denoiser; a CD student starts from a teacher that already is one
 HUBER_C_PER_SQRT_DIM = 0.00054  # improved CT: c = 0.00054·√(pixels × channels)
+
+# Data specs NAME:ROOT of the torchvision sets (cmcore/data/torchvision_sets.py; a test keeps the two equal).
+DATASET_PREFIXES = ("mnist", "fashionmnist", "cifar10")
 
 # Fields that may hold AUTO, with the kind of value it resolves to.
 AUTO_NUMBERS = ("lr", "adam_beta2", "lr_min_ratio", "dropout", "huber_c", "warmup_fraction")
@@ -199,6 +203,30 @@ class TrainConfig:
             raise ConfigError("method cd needs a teacher: a `flow` run directory or checkpoint")
         return self
 
+    # --- paths ----------------------------------------------------------------------------
+    def with_absolute_paths(self) -> "TrainConfig":
+        """`data` and `teacher` made absolute (from the current folder), so the run's record means the same
+        from any folder a resume starts in; `demo` stays, NAME:ROOT keeps its form with ROOT absolute."""
+        kind, root = split_data_spec(self.data)
+        data = self.data if kind == "demo" or not root.strip() else (
+            f"{kind}:{_absolute(root)}" if kind != "folder" else _absolute(root))
+        return self.replace(data=data, teacher=_absolute(self.teacher) if self.teacher.strip() else self.teacher)
+
+    def check_paths(self, teacher: bool = True) -> "TrainConfig":
+        """The data folder (or a data set's ROOT) and, for cd, the teacher exist: else one line naming the key."""
+        kind, root = split_data_spec(self.data)
+        if kind != "demo":
+            what = "folder" if kind == "folder" else f"{kind} ROOT folder"
+            if not root.strip():
+                raise ConfigError(f"data: no {what} given")
+            if not Path(root).expanduser().is_dir():
+                state = "is not a folder" if Path(root).expanduser().exists() else "does not exist"
+                raise ConfigError(f"data: the {what} {root} {state} (or use demo, mnist:ROOT, fashionmnist:ROOT, "
+                                  "cifar10:ROOT)")
+        if teacher and self.method == "cd" and self.teacher and not Path(self.teacher).expanduser().exists():
+            raise ConfigError(f"teacher: {self.teacher} does not exist: give a `flow` run folder or checkpoint")
+        return self
+
     # --- TOML round trip -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -256,6 +284,20 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def split_data_spec(spec: str) -> tuple[str, str]:
+    """("demo", ""), (NAME, ROOT) for a torchvision set NAME:ROOT, or ("folder", spec)."""
+    if spec.strip().lower() == "demo":
+        return "demo", ""
+    name, sep, root = spec.partition(":")
+    if sep and name.strip().lower() in DATASET_PREFIXES:
+        return name.strip().lower(), root.strip()
+    return "folder", spec
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _convert(name: str, value: Any, default: Any) -> Any:

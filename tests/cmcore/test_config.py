@@ -75,3 +75,24 @@ def test_files_from_before_0_2_still_load():
             TrainConfig.from_dict({name: value})
         assert TrainConfig.from_dict({name: value}, strict=False) == TrainConfig()
     assert set(RETIRED).isdisjoint(TrainConfig().to_dict())
+
+
+def test_paths_that_do_not_exist_name_their_key(tmp_path):
+    from cmcore.config import DATASET_PREFIXES
+
+    with pytest.raises(ConfigError, match="data: the folder .*nowhere does not exist"):
+        TrainConfig(data=str(tmp_path / "nowhere")).check_paths()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="data: the folder .*file is not a folder"):
+        TrainConfig(data=str(tmp_path / "file")).check_paths()
+    with pytest.raises(ConfigError, match="data: the mnist ROOT folder /no/such does not exist"):
+        TrainConfig(data="mnist:/no/such").check_paths()
+    with pytest.raises(ConfigError, match="data: no cifar10 ROOT folder given"):
+        TrainConfig(data="cifar10:").check_paths()
+    with pytest.raises(ConfigError, match="teacher: .*gone does not exist"):
+        TrainConfig(method="cd", teacher=str(tmp_path / "gone")).check_paths()
+    TrainConfig(data="demo", method="ct", teacher=str(tmp_path / "gone")).check_paths()  # only cd has a teacher
+    TrainConfig(data=f"fashionmnist:{tmp_path}").check_paths()
+    from cmcore.data.torchvision_sets import TORCHVISION_SETS
+
+    assert set(DATASET_PREFIXES) == set(TORCHVISION_SETS)  # the torch-free copy of the names stays in step
