@@ -1,4 +1,9 @@
-"""Writing images: PNGs with their settings in text chunks, grids, animated GIFs."""
+"""Writing images: PNGs with their settings in text chunks, grids, animated GIFs.
+
+Every file is written atomically (a temporary file renamed over the name): a full disk or a killed
+process leaves no half image; a failed write raises SaveError (one line, an OSError too) and leaves no
+temporary file.
+"""
 from __future__ import annotations
 
 import math
@@ -6,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from .errors import SaveError, reason
+from .rundir import atomic_write_via
 
 
 def image_metadata(*, run: str, checkpoint: str, step: int, method: str, sampler: str, steps: int, seed: int,
@@ -45,9 +53,16 @@ def save_png(path: str | Path, image: np.ndarray, metadata: dict[str, str] | Non
     info = PngImagePlugin.PngInfo()
     for key, value in (metadata or {}).items():
         info.add_text(str(key), str(value))
+    pil = _pil(image)
+    return _write(path, lambda tmp: pil.save(tmp, format="PNG", pnginfo=info))
+
+
+def _write(path: str | Path, write) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _pil(image).save(path, pnginfo=info)
+    try:
+        atomic_write_via(path, write)
+    except (OSError, RuntimeError) as exc:
+        raise SaveError(f"could not write {path} ({reason(exc)}): free disk space or choose another folder") from exc
     return path
 
 
@@ -70,8 +85,6 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.n
 
 
 def save_gif(path: str | Path, frames: list[np.ndarray], duration_ms: int = 400) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pil = [_pil(f).convert("RGB") for f in frames]
-    pil[0].save(path, save_all=True, append_images=pil[1:], duration=duration_ms, loop=0)
-    return path
+    return _write(path, lambda tmp: pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:],
+                                                duration=duration_ms, loop=0))

@@ -8,6 +8,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .devices import resolve_device
+from .errors import OutOfMemoryError
 from .model import load_model
 from .sampling import sample, strip, to_uint8
 
@@ -36,8 +37,17 @@ class Generator:
     def sample_tensor(self, num: int, steps: int, seed: int, sampler: str = "multistep", callback=None) -> torch.Tensor:
         if sampler not in SAMPLER_NAMES:
             raise ValueError(f"sampler must be one of {SAMPLER_NAMES}")
-        return sample(self.model, self._shape(num), steps, seed, _SAMPLER_FUNCTIONS[sampler], self.device,
-                      callback=callback)
+        try:
+            return sample(self.model, self._shape(num), steps, seed, _SAMPLER_FUNCTIONS[sampler], self.device,
+                          callback=callback)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(num) from None
+
+    def _out_of_memory(self, num: int) -> OutOfMemoryError:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return OutOfMemoryError(f"out of memory sampling {num} images at {self.resolution} px on {self.device}: "
+                                "draw fewer images at once, or sample on the CPU")
 
     def sample(self, num: int, steps: int, seed: int, sampler: str = "multistep") -> np.ndarray:
         """uint8 N×H×W×C images; the same seed gives the same images."""
@@ -45,7 +55,10 @@ class Generator:
 
     def strip(self, seed: int, steps=(1, 2, 4, 8), index: int = 0, callback=None) -> dict[int, np.ndarray]:
         """Image `index` of a seed at each step count (multistep), in one batched run: steps -> uint8 H×W×C."""
-        images = to_uint8(strip(self.model, self._shape(1), list(steps), seed, index, self.device, callback))
+        try:
+            images = to_uint8(strip(self.model, self._shape(1), list(steps), seed, index, self.device, callback))
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(len(steps)) from None
         return dict(zip(steps, images))
 
     def trajectory(self, num: int, steps: int, seed: int) -> list[np.ndarray]:
