@@ -1,6 +1,12 @@
-"""The runs in a workspace folder, for the Runs pane and the CLI."""
+"""The runs in a workspace folder, for the Runs pane and the CLI.
+
+Listing never fails because of one run: a folder whose files cannot be read (not UTF-8, values out of
+range, a vanished file) is listed with `error` saying why, and a run that a process is training now
+carries that process's lock record in `busy_by`. Free of torch.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,7 +14,7 @@ import platformdirs
 
 from .config import TrainConfig
 from .errors import ConfigError
-from .rundir import CONFIG, METRICS, latest_pointer, progress, read_metrics
+from .rundir import CONFIG, METRICS, has_checkpoint, latest_pointer, lock_owner, progress, read_metrics
 
 
 @dataclass
@@ -21,30 +27,60 @@ class RunInfo:
     last_loss: float | None
     updated: float
     has_checkpoint: bool = False
+    busy_by: dict | None = None  # the lock record ({"pid", "host", "started"}) of the process training it now
+    error: str | None = None  # why the run cannot be read (then method is "", step and max_steps 0)
 
 
 def default_workspace() -> Path:
     return Path(platformdirs.user_data_dir("consistency-studio")) / "runs"
 
 
-def read_run(path: Path) -> RunInfo | None:
+def read_run(path: Path) -> RunInfo:
+    """What the Runs pane shows of one run folder; never raises: an unreadable run has `error` set."""
+    path = Path(path)
+    try:
+        busy = lock_owner(path)
+    except Exception:  # noqa: BLE001 - an unreadable lock must not hide the run
+        busy = None
+    updated = _updated(path)
     try:
         config = TrainConfig.load(path / CONFIG)
-    except ConfigError:
-        return None
-    records = read_metrics(path)
-    latest = latest_pointer(path)
-    stamps = [p.stat().st_mtime for p in (path / CONFIG, path / METRICS, latest) if p.exists()]
-    # A stop between two log lines saves steps the metrics do not show yet; resuming starts there.
-    step, _ = progress(path)
-    loss = records[-1].get("loss") if records else None
-    return RunInfo(path, path.name, config.method, step, config.max_steps, loss, max(stamps), latest.exists())
+        records = read_metrics(path)
+        # A stop between two log lines saves steps the metrics do not show yet; resuming starts there.
+        step, _ = progress(path)
+        loss = records[-1].get("loss") if records else None
+        if not (isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss)):
+            loss = None
+        return RunInfo(path, path.name, config.method, step, config.max_steps, loss, updated, has_checkpoint(path),
+                       busy)
+    except (ConfigError, OSError, ValueError, TypeError, OverflowError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return RunInfo(path, path.name, "", 0, 0, None, updated, False, busy, error=reason)
+
+
+def _updated(path: Path) -> float:
+    stamps = []
+    for p in (path / CONFIG, path / METRICS, latest_pointer(path)):
+        try:
+            stamps.append(p.stat().st_mtime)
+        except OSError:
+            pass
+    return max(stamps, default=0.0)
 
 
 def list_runs(workspace: str | Path) -> list[RunInfo]:
-    """Runs (folders with a config.toml), newest first."""
+    """Runs (folders with a config.toml), newest first; unreadable ones included, with their `error`."""
     workspace = Path(workspace)
-    if not workspace.is_dir():
+    try:
+        folders = [p for p in workspace.iterdir() if _has_config(p)]
+    except OSError:
         return []
-    runs = [info for p in workspace.iterdir() if (p / CONFIG).is_file() and (info := read_run(p))]
+    runs = [read_run(p) for p in folders]
     return sorted(runs, key=lambda r: r.updated, reverse=True)
+
+
+def _has_config(folder: Path) -> bool:
+    try:
+        return (folder / CONFIG).is_file()
+    except OSError:
+        return False
