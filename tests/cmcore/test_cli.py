@@ -60,3 +60,55 @@ def test_module_entry_point_has_help():
     assert result.returncode == 0 and "--max-minutes" in result.stdout
     result = subprocess.run([sys.executable, "-m", "cmcore", "bogus"], capture_output=True, text=True)
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+# --- issue 22: one line for each of these, exit code 2, no traceback ------------------------------------------
+TINY = ["--data", "demo", "--resolution", "16", "--batch-size", "4", "--max-steps", "2", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    assert main(["train", "--out", str(tmp_path / "run"), *TINY]) == 0
+    return tmp_path / "run"
+
+
+def _one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_resuming_with_another_model_size_is_one_line(tiny_run, capsys):
+    assert main(["train", "--out", str(tiny_run), "--resume", "--model", "small", "--max-steps", "4", "--quiet"]) == 2
+    _one_line_error(capsys, "model: ", "was trained with model = 'tiny' and cannot be resumed with 'small'")
+
+
+def test_resuming_a_run_someone_trains_is_one_line(tiny_run, capsys):
+    import json
+    import socket
+
+    (tiny_run / ".lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname() + "-other", "started": 0}))
+    assert main(["train", "--out", str(tiny_run), "--resume", "--max-steps", "4", "--quiet"]) == 2
+    _one_line_error(capsys, "is being trained by pid 1 on")
+
+
+def test_a_full_disk_while_sampling_is_one_line_and_leaves_no_temporary_file(tiny_run, tmp_path, capsys, monkeypatch):
+    def half_then_full(self, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half_then_full)
+    assert main(["sample", str(tiny_run), "--num", "2", "--out", str(tmp_path / "s")]) == 2
+    _one_line_error(capsys, "could not write", "No space left on device")
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_a_missing_data_folder_or_teacher_names_the_key(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), *TINY[2:], "--data", str(tmp_path / "nowhere")]) == 2
+    _one_line_error(capsys, "data: the folder", "nowhere does not exist")
+    assert main(["train", "--out", str(tmp_path / "r"), *TINY, "--method", "cd", "--teacher", str(tmp_path / "t")]) == 2
+    _one_line_error(capsys, "teacher: ", "does not exist")
+    assert not (tmp_path / "r").exists()

@@ -1,5 +1,9 @@
 """cmcore/training.py: short trainings of every method, automatic choices, resume, stops and limits."""
 import math
+import os
+from pathlib import Path
+import re
+import socket
 import threading
 
 import pytest
@@ -9,9 +13,10 @@ from cmcore import events
 from cmcore.config import (BETA2_CONSISTENCY, BETA2_FLOW, CT_WARMUP_FRACTION, DISTANCE_DEFAULT, DISTANCE_DISTILL,
                            DROPOUT_DISTILL, LR_FROM_SCRATCH, LR_FROM_TEACHER, LR_MIN_RATIO_DEFAULT, LR_MIN_RATIO_DISTILL)
 from cmcore.checkpoint import load_checkpoint
+from cmcore.config import TrainConfig
 from cmcore.errors import ConfigError, TrainingError
 from cmcore.generator import load_generator
-from cmcore.rundir import checkpoint_name, latest_step, read_metrics
+from cmcore.rundir import checkpoint_name, find_checkpoint, latest_step, lock_owner, read_metrics
 from cmcore.runs import list_runs
 from cmcore.training import Trainer
 
@@ -205,3 +210,257 @@ def test_new_run_refuses_a_folder_with_a_run(small_config, tmp_path):
     run(small_config, tmp_path / "r")
     with pytest.raises(ConfigError, match="already holds a run"):
         Trainer(small_config, tmp_path / "r").run()
+
+
+# --- numbers: a non-finite loss rolls back; out of memory is explained (issue 22) ------------------------
+def _poison_at(trainer, monkeypatch, steps):
+    """NaN weights before each step in `steps` (the step counter does not advance over a failed step)."""
+    original, hits = trainer.train_step, []
+
+    def poisoned():
+        if trainer.step in steps and len(hits) < steps[trainer.step]:
+            hits.append(trainer.step)
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+        return original()
+
+    monkeypatch.setattr(trainer, "train_step", poisoned)
+    return hits
+
+
+def test_a_non_finite_loss_rolls_back_and_goes_on_at_half_the_learning_rate(small_config, tmp_path, monkeypatch):
+    config = small_config.replace(max_steps=20, checkpoint_every=4, preview_every=0, log_every=1, lr=1e-3,
+                                  warmup_steps=0, lr_min_ratio=1.0)  # a constant learning rate
+    seen = []
+    trainer = Trainer(config, tmp_path / "nan", on_event=seen.append)
+    hits = _poison_at(trainer, monkeypatch, {9: 1})
+    assert trainer.run() == 20 and hits == [9]
+    [warning] = [e for e in seen if isinstance(e, events.Warning)]
+    assert warning.step == 9 and "\n" not in warning.message
+    assert re.fullmatch(r"the loss became nan at step 10: rolled back to the weights of step 0 and halved the learning "
+                        r"rate to 0.0005 \(1 of 3 such rollbacks\)", warning.message)
+    metrics = read_metrics(tmp_path / "nan")
+    assert [m["step"] for m in metrics] == list(range(1, 21))  # every step once
+    assert {m["lr"] for m in metrics if m["step"] <= 9} == {1e-3} and {m["lr"] for m in metrics if m["step"] > 9} == {5e-4}
+    assert metrics[-1]["nan_rollbacks"] == 1 and all(math.isfinite(m["loss"]) for m in metrics)
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(tmp_path / "nan").weights["model"].values())
+    # the halved rate travels with the checkpoint
+    resumed = Trainer(None, tmp_path / "nan", resume=True)
+    resumed.setup()
+    assert resumed.lr_scale == 0.5 and resumed.nan_rollbacks == 1
+    resumed.close()
+
+
+def test_a_loss_that_stays_non_finite_stops_after_three_rollbacks(small_config, tmp_path, monkeypatch):
+    seen = []
+    trainer = Trainer(small_config.replace(max_steps=20, checkpoint_every=4), tmp_path / "nan", on_event=seen.append)
+    _poison_at(trainer, monkeypatch, {9: 99})
+    with pytest.raises(TrainingError, match=r"^the loss became nan at step 10: lower the learning rate \(now "
+                                            r"0.00025 \(after 3 rollbacks, each halving it\)\) or use fp32") as caught:
+        trainer.run()
+    assert "\n" not in str(caught.value)
+    assert len([e for e in seen if isinstance(e, events.Warning)]) == 3
+    assert load_checkpoint(tmp_path / "nan").step == 8
+    assert lock_owner(tmp_path / "nan") is None  # the lock is given back on an error too
+
+
+def test_out_of_memory_in_a_training_step_is_one_line_with_a_hint(small_config, tmp_path, monkeypatch):
+    from cmcore.errors import OutOfMemoryError
+
+    trainer = Trainer(small_config, tmp_path / "oom")
+    trainer.setup()
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(trainer, "loss_fn", oom)
+    with pytest.raises(OutOfMemoryError, match=r"out of memory at step 1 on cpu: lower the batch size \(now 8\), "
+                                               "the model size or the resolution"):
+        trainer.train_step()
+    trainer.close()
+
+
+def test_out_of_memory_loading_or_sampling_a_model_is_one_line(small_config, tmp_path, monkeypatch):
+    from cmcore import generator as generator_module
+    from cmcore.errors import OutOfMemoryError
+    from cmcore.precond import ConsistencyFunction
+
+    run(small_config.replace(max_steps=2, preview_every=0), tmp_path / "r")
+    gen = load_generator(tmp_path / "r")
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(generator_module, "sample", oom)
+    with pytest.raises(OutOfMemoryError, match="out of memory sampling 500 images at 16 px on cpu: draw fewer"):
+        gen.sample(500, 1, seed=0)
+    monkeypatch.setattr(ConsistencyFunction, "to", oom)
+    with pytest.raises(OutOfMemoryError, match=r"out of memory loading step_0000002.safetensors \(tiny model\)"):
+        load_generator(tmp_path / "r")
+    with pytest.raises(OutOfMemoryError, match="out of memory setting up the tiny model"):
+        Trainer(None, tmp_path / "r", resume=True).run()
+
+
+def test_a_preview_out_of_memory_or_on_a_full_disk_is_a_warning_and_training_goes_on(small_config, tmp_path,
+                                                                                       monkeypatch):
+    from PIL import Image
+
+    from cmcore import training
+
+    real_sample = training.run_sampler
+    calls = {"n": 0}
+
+    def sample_oom_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_sample(*args, **kwargs)
+
+    def full_disk(self, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "run_sampler", sample_oom_once)
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    step, seen = run(small_config, tmp_path / "p")
+    assert step == 12 and seen[-1].reason == "max_steps"
+    warnings = [e for e in seen if isinstance(e, events.Warning)]
+    assert [w.step for w in warnings] == [6, 12]
+    assert warnings[0].message.startswith("no preview at step 6: out of memory drawing 4 preview images on cpu: lower "
+                                          "preview_count")
+    assert re.fullmatch(r"no preview at step 12: could not write .*step_0000012_1steps.png \(No space left on "
+                        r"device\): free disk space or choose another folder", warnings[1].message)
+    assert [e.step for e in seen if isinstance(e, events.Preview)] == [12]  # drawn, shown, not written
+    assert list((tmp_path / "p" / "previews").iterdir()) == []  # no half PNG, no temporary file
+
+
+def test_a_metrics_line_on_a_full_disk_is_a_warning_and_training_goes_on(small_config, tmp_path, monkeypatch):
+    from cmcore import training
+
+    real = training.append_metrics
+
+    def full_at_4_and_6(run_dir, record):
+        if record["step"] in (4, 6):
+            raise OSError(28, "No space left on device")
+        real(run_dir, record)
+
+    monkeypatch.setattr(training, "append_metrics", full_at_4_and_6)
+    step, seen = run(small_config, tmp_path / "m")
+    assert step == 12
+    [warning] = [e for e in seen if isinstance(e, events.Warning)]  # once per stretch of failures
+    assert warning.step == 4 and "could not write metrics.jsonl at step 4 (No space left on device)" in warning.message
+    assert [m["step"] for m in read_metrics(tmp_path / "m")] == [2, 8, 10, 12]
+    assert len([e for e in seen if isinstance(e, events.Progress)]) == 6  # the front ends still see every step
+
+
+# --- one run, one writer ---------------------------------------------------------------------------------
+def test_a_second_trainer_on_a_run_being_trained_is_refused_with_one_line(small_config, tmp_path):
+    from cmcore.errors import RunBusyError
+
+    refused = []
+
+    def second_writer(event):
+        if isinstance(event, events.Progress) and event.step == 6:
+            assert lock_owner(tmp_path / "r")["pid"] == os.getpid()
+            with pytest.raises(RunBusyError) as caught:
+                Trainer(None, tmp_path / "r", resume=True).run()
+            refused.append(str(caught.value))
+
+    run(small_config.replace(max_steps=4, checkpoint_every=2), tmp_path / "r")
+    Trainer(small_config.replace(max_steps=8, checkpoint_every=2), tmp_path / "r", resume=True,
+            on_event=second_writer).run()
+    [message] = refused
+    assert re.fullmatch(rf"this run \(.*\) is being trained by pid {os.getpid()} on {re.escape(socket.gethostname())} "
+                        r"since .*: stop that process first, or train into another folder", message)
+    assert lock_owner(tmp_path / "r") is None and not (tmp_path / "r" / ".lock").exists()
+    assert [m["step"] for m in read_metrics(tmp_path / "r")] == [2, 4, 6, 8]
+
+
+def test_a_start_that_fails_leaves_no_lock_and_no_empty_folder(small_config, tmp_path):
+    with pytest.raises(ConfigError, match="data: the folder .*nowhere does not exist"):
+        Trainer(small_config.replace(data=str(tmp_path / "nowhere")), tmp_path / "r").run()
+    assert not (tmp_path / "r").exists()
+    from cmcore.errors import DataError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError):
+        Trainer(small_config.replace(data=str(tmp_path / "empty")), tmp_path / "r").run()
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_another_model_size_method_or_resolution(small_config, tmp_path):
+    run(small_config.replace(max_steps=2), tmp_path / "r")
+    for change, message in [({"model": "small"}, "model: .* was trained with model = 'tiny' and cannot be resumed with "
+                                                 "'small'"),
+                            ({"method": "flow"}, "method: .*'ct'.*'flow'"),
+                            ({"resolution": 24}, "resolution: .*16.*24"),
+                            ({"parametrization": "reflow"}, "parametrization: .*'blend'.*'reflow'")]:
+        config = TrainConfig.load(tmp_path / "r" / "config.toml").replace(max_steps=4, **change)
+        with pytest.raises(ConfigError, match=message):
+            Trainer(config, tmp_path / "r", resume=True).run()
+    assert load_checkpoint(tmp_path / "r").step == 2
+
+
+# --- paths: stored absolute; a cd run keeps the teacher checkpoint it started with --------------------------
+def test_relative_data_and_teacher_paths_are_stored_absolute(small_config, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    for i in range(6):
+        Image.new("RGB", (16, 16), (40 * i, 10, 200 - 30 * i)).save(tmp_path / "imgs" / f"{i}.png")
+    config = small_config.replace(max_steps=2, preview_every=0)
+    run(config.replace(method="flow", data="imgs"), "teacher")
+    run(config.replace(method="cd", data="imgs", teacher="teacher"), "cd")
+    saved = TrainConfig.load(tmp_path / "cd" / "config.toml")
+    here = Path(os.getcwd())
+    assert saved.data == str(here / "imgs")
+    assert saved.teacher == str((tmp_path / "teacher" / "checkpoints" / "step_0000002.safetensors").resolve())
+    assert TrainConfig(data="mnist:data").with_absolute_paths().data == f"mnist:{here / 'data'}"
+    assert TrainConfig(data="demo").with_absolute_paths().data == "demo"
+    monkeypatch.chdir(tmp_path / "imgs")  # a resume from anywhere finds both
+    assert Trainer(saved.replace(max_steps=4), tmp_path / "cd", resume=True).run() == 4
+
+
+def test_a_cd_run_resumes_from_the_teacher_checkpoint_it_started_with(small_config, tmp_path):
+    import shutil
+
+    from safetensors import safe_open
+
+    config = small_config.replace(preview_every=0, max_steps=6, checkpoint_every=6)
+    run(config.replace(method="flow"), tmp_path / "teacher")
+    run(config.replace(method="cd", teacher=str(tmp_path / "teacher")), tmp_path / "cd")
+    first = (tmp_path / "teacher" / "checkpoints" / "step_0000006.safetensors").resolve()
+    with safe_open(str(find_checkpoint(tmp_path / "cd")), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["teacher_path"] == str(first) and meta["teacher_step"] == "6" and len(meta["teacher_sha256"]) == 64
+    Trainer(config.replace(method="flow", max_steps=12), tmp_path / "teacher", resume=True).run()
+    assert latest_step(tmp_path / "teacher") == 12  # the teacher run trained on
+
+    student = Trainer(None, tmp_path / "cd", resume=True)
+    student.setup()
+    assert student.teacher_record["teacher_step"] == 6 and student.config.teacher == str(first)
+    teacher_weights = load_checkpoint(first).weights["ema"]
+    assert all(torch.equal(v, teacher_weights[k]) for k, v in student.teacher.state_dict().items())
+    student.close()
+
+    backup = tmp_path / "backup.safetensors"
+    shutil.copy(first, backup)
+    with open(first, "r+b") as fh:  # same size, other bytes
+        fh.seek(-4, 2)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ConfigError, match=r"teacher: .*step_0000006.safetensors \(step 6\) has changed since this run "
+                                          "started distilling it: put the original file back to resume"):
+        Trainer(None, tmp_path / "cd", resume=True).run()
+    first.unlink()
+    with pytest.raises(ConfigError, match=r"teacher: this run distils .*step_0000006.safetensors \(step 6\), which is "
+                                          "gone"):
+        Trainer(None, tmp_path / "cd", resume=True).run()
+    shutil.copy(backup, first)
+    assert Trainer(config.replace(method="cd", teacher=str(tmp_path / "teacher"), max_steps=8), tmp_path / "cd",
+                   resume=True).run() == 8  # naming the teacher run is naming it: its step-6 file is used
+    with pytest.raises(ConfigError, match="a resumed run cannot change its teacher"):
+        Trainer(config.replace(method="cd", teacher=str(tmp_path / "teacher" / "checkpoints" /
+                                                          "step_0000012.safetensors"), max_steps=10),
+                tmp_path / "cd", resume=True).run()
