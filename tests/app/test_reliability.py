@@ -196,7 +196,7 @@ def test_double_clicking_start_starts_one_run(qtbot, make_window, tmp_path):
     window = make_window()
     wait_for_data(qtbot, window)
     tp = window.train_pane
-    configure(window, max_steps=30, preview_every=0)
+    configure(window, max_steps=8, preview_every=0)
     most = []
     tp.running_changed.connect(lambda _r: most.append(len(training_threads())))
     # a person's double click: press, release, press (a double-click event), release
