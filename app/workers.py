@@ -181,6 +181,7 @@ class DecodeWorker(BaseWorker):
     """Decodes a data source the way the trainer will see it (with progress and cancel)."""
 
     progress = Signal(int, int)  # done, total
+    scanned = Signal(int)  # image files found so far while a folder is walked (the engine reports every ~0.1 s)
     loaded = Signal(object, object)  # ImageDataset, thumbnails uint8 [N,H,W,C]
     error_context = "Reading images"
     THUMBNAILS = 64
@@ -202,7 +203,7 @@ class DecodeWorker(BaseWorker):
 
         try:
             dataset = load_dataset(self.spec, resolution=self.resolution, channels=self.channels,
-                                   progress=self._on_progress, cancel=self.cancel_flag)
+                                   progress=self._on_progress, cancel=self.cancel_flag, scan_progress=self.scanned.emit)
         except DataError:
             if self.cancelled:  # the loader reports a cancel as DataError("cancelled")
                 return

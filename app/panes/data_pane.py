@@ -10,8 +10,8 @@ import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar,
-                               QSizePolicy, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLineEdit,
+                               QProgressBar, QSizePolicy, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QWidget)
 
 from .. import dialogs, settings
 from ..errors import ErrorInfo
@@ -29,6 +29,7 @@ SOURCES = [  # (key, label); torchvision sets need a root folder
     ("cifar10", "CIFAR-10 (torchvision files)"),
 ]
 CHANNELS = [("auto", "Auto (from the images)"), ("1", "Grayscale (1)"), ("3", "RGB (3)")]
+DEFAULT_CACHE_LIMIT_GB = 4.0  # cmcore.data.DEFAULT_CACHE_LIMIT_BYTES, without importing torch at start-up
 
 
 class DataPane(QWidget):
@@ -92,9 +93,22 @@ class DataPane(QWidget):
         self.detail = muted("")
         self.detail.setWordWrap(True)
 
+        # the decoded-folder cache: how much it holds, its limit, and a way to empty it
+        self.cache_label = muted("")
+        self.cache_limit = QDoubleSpinBox()
+        self.cache_limit.setRange(0.0, 1024.0)
+        self.cache_limit.setDecimals(1)
+        self.cache_limit.setSingleStep(0.5)
+        self.cache_limit.setSuffix(" GB")
+        self.cache_limit.setSpecialValueText("no cache")
+        self.cache_limit.setToolTip("Decoded folders are cached so the next run starts at once; the least "
+                                    "recently used entries go when the cache grows past this")
+        self.clear_cache_button = icon_button("trash", "Clear cache")
+
         head_card, head = card()
         head.addLayout(form)
-        head.addLayout(row(self.reload, self.progress, self.cancel, None))
+        head.addLayout(row(self.reload, self.progress, self.cancel, None, self.cache_label, muted("limit"),
+                           self.cache_limit, self.clear_cache_button))
         layout.addWidget(head_card)
         layout.addWidget(self.summary)
         layout.addWidget(self.detail)
@@ -129,6 +143,8 @@ class DataPane(QWidget):
         self.channels.currentIndexChanged.connect(lambda _i: self._debounce.start())
         self.reload.clicked.connect(self.load)
         self.cancel.clicked.connect(self.cancel_load)
+        self.cache_limit.valueChanged.connect(self._cache_limit_changed)
+        self.clear_cache_button.clicked.connect(self.clear_cache)
         self._update_rows()
 
     # --- the current choice -----------------------------------------------------------------
@@ -187,6 +203,33 @@ class DataPane(QWidget):
 
     def set_engine_ready(self, ready: bool) -> None:
         self.engine_ready = ready
+        if ready:
+            self._cache_limit_changed(self.cache_limit.value())
+
+    # --- the cache ------------------------------------------------------------------------------
+    def _cache_limit_changed(self, gigabytes: float) -> None:
+        settings.set("data/cache_limit_gb", gigabytes)
+        if not self.engine_ready:  # cmcore.data imports torch: applied once the engine is there
+            return
+        from cmcore.data import prune_cache, set_cache_limit
+
+        set_cache_limit(int(gigabytes * 1024**3))
+        prune_cache()
+        self._show_cache_size()
+
+    def clear_cache(self) -> None:
+        if not self.engine_ready:
+            return
+        from cmcore.data import clear_cache
+
+        freed = clear_cache()
+        self._show_cache_size()
+        self.detail.setText(f"Cleared the cache: {_size(freed)} freed. The next run decodes its folder again.")
+
+    def _show_cache_size(self) -> None:
+        from cmcore.data import cache_size
+
+        self.cache_label.setText(f"cache {_size(cache_size())}")
 
     def load(self) -> None:
         self._debounce.stop()
@@ -209,6 +252,7 @@ class DataPane(QWidget):
         self.last_error = None
         worker = DecodeWorker(spec, res, channels)
         worker.progress.connect(self._on_progress)
+        worker.scanned.connect(self._on_scanned)
         # bound methods only: a lambda connected to a worker signal would run in the worker thread
         worker.loaded.connect(self._on_loaded)
         worker.failed.connect(self._on_failed)
@@ -225,6 +269,10 @@ class DataPane(QWidget):
         self._pending = False
         if self._worker is not None:
             self._worker.cancel()
+
+    def _on_scanned(self, found: int) -> None:
+        self.progress.setRange(0, 0)  # the total is not known while the folder is walked
+        self.summary.setText(f"Scanning… {found:,} image files found")
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
@@ -248,6 +296,7 @@ class DataPane(QWidget):
         if self.kind == "folder":
             settings.push_recent("data/recent", key[0])
             self._fill_recent()
+        self._show_cache_size()
         self.dataset_changed.emit(dataset)
 
     def _on_failed(self, info: ErrorInfo) -> None:
@@ -348,6 +397,7 @@ class DataPane(QWidget):
         self.root.setText(settings.get_str("data/root", ""))
         self.resolution.setValue(int(settings.get("data/resolution", 32)))
         self.channels.setCurrentIndex(max(0, self.channels.findData(settings.get_str("data/channels", "auto"))))
+        self.cache_limit.setValue(float(settings.get("data/cache_limit_gb", DEFAULT_CACHE_LIMIT_GB)))
 
     def shutdown(self) -> None:
         """Cancel decoding and wait for it (blocking; used when the window closes)."""
@@ -357,6 +407,13 @@ class DataPane(QWidget):
             self._worker.cancel()
         if self._thread is not None:
             self._thread.wait(30_000)
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:,.1f} {unit}"
+    return f"{num_bytes} bytes"
 
 
 def _path_row(edit: QWidget, button: QWidget) -> QWidget:

@@ -261,3 +261,32 @@ def test_torchvision_set_without_files_explains_where_they_go(qtbot, make_window
     assert dp.spec == f"mnist:{tmp_path}"
     assert dialog_log.errors and dialog_log.errors[0].kind == "DataError"
     assert "never downloads" in dialog_log.errors[0].message
+
+
+def test_data_pane_shows_the_cache_and_its_limit_and_can_clear_it(qtbot, make_window, image_folder, monkeypatch):
+    """The decoded-folder cache is visible, bounded by a limit set in the pane (kept in the settings and
+    handed to the engine) and emptied by one click; a folder's scan reports how many files it found."""
+    import cmcore.data as data
+
+    window = make_window(data=None)
+    pane = window.data_pane
+    scans, shown = [], type(pane)._on_scanned
+
+    def on_scanned(self, found):
+        shown(self, found)
+        scans.append(self.summary.text())
+
+    monkeypatch.setattr(type(pane), "_on_scanned", on_scanned)
+    pane.set_folder(str(image_folder))
+    qtbot.waitUntil(lambda: pane.dataset is not None and not pane.loading, timeout=60_000)
+    assert scans and scans[-1] == "Scanning… 20 image files found"  # the walk's final count, as the pane shows it
+    assert data.cache_size() > 0 and pane.cache_label.text() == f"cache {data.cache_size() / 1024:,.1f} KB"
+    pane.cache_limit.setValue(2.5)
+    assert data.cache_limit() == int(2.5 * 1024**3)
+    from app import settings
+
+    assert float(settings.get("data/cache_limit_gb", 0)) == 2.5
+    qtbot.mouseClick(pane.clear_cache_button, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
+    assert data.cache_size() == 0 and pane.cache_label.text() == "cache 0 bytes"
+    assert "Cleared the cache" in pane.detail.text()
+    pane.cache_limit.setValue(4.0)  # leave the process-wide limit as the other tests expect
