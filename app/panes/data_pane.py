@@ -191,8 +191,15 @@ class DataPane(QWidget):
                 "hflip": self.hflip.isChecked()}
 
     def dataset_for(self, config) -> object | None:
-        """The decoded dataset if it matches `config` (data, resolution, channels)."""
-        if self.dataset is None or self._loaded_key != (config.data, config.resolution, str(config.channels)):
+        """The decoded dataset if it matches `config` (data, resolution, channels; a resolved config's
+        channel count matches the "auto" it was decoded with when the images have that many)."""
+        if self.dataset is None or self._loaded_key is None:
+            return None
+        spec, resolution, channels = self._loaded_key
+        same_channels = str(config.channels) in (channels, "auto") or (channels == "auto"
+                                                                      and str(config.channels) == str(self.dataset.channels))
+        same_data = spec == config.data or (self.kind == "folder" and Path(spec).expanduser().resolve() == Path(config.data))
+        if not (same_data and resolution == config.resolution and same_channels):
             return None
         return dataclasses.replace(self.dataset, hflip=bool(config.hflip))
 

@@ -237,7 +237,9 @@ class TrainPane(QWidget):
             return False
         self.previews.clear()
         self.plot.clear()
-        self._launch(TrainingWorker(None, run_dir, resume=True), run_dir, config.max_steps)
+        # the Data pane's decoded images when they are this run's: the resume does not decode them again
+        dataset = self.data_pane.dataset_for(config)
+        self._launch(TrainingWorker(None, run_dir, resume=True, dataset=dataset), run_dir, config.max_steps)
         return True
 
     def _agree_to_extend(self, run_dir: Path, config: TrainConfig) -> bool:

@@ -18,7 +18,7 @@ def click(qtbot, button) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def test_train_watch_stop_sample_export_resume(qtbot, make_window, image_folder, dialog_log, tmp_path):
+def test_train_watch_stop_sample_export_resume(qtbot, make_window, image_folder, dialog_log, tmp_path, monkeypatch):
     window = make_window(data=None)
     dp, tp, gp, rp = window.data_pane, window.train_pane, window.gallery_pane, window.runs_pane
 
@@ -107,7 +107,13 @@ def test_train_watch_stop_sample_export_resume(qtbot, make_window, image_folder,
     qtbot.waitUntil(lambda: not gp.sampling.busy and gp.result.request.seed == gp.seed.value(), timeout=60_000)
     assert not np.array_equal(before, gp.result.images)
 
-    # resume from the Runs pane: the step count goes on from the checkpoint
+    # resume from the Runs pane: the step count goes on from the checkpoint, with the Data pane's images
+    # (the folder is not decoded or read from the cache again)
+    import cmcore.data
+
+    loads = []
+    real_load = cmcore.data.load_dataset
+    monkeypatch.setattr(cmcore.data, "load_dataset", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     window.show_pane("runs")
     qtbot.waitUntil(lambda: rp.select_path(run_dir), timeout=30_000)
     row = rp.table.currentRow()
@@ -116,6 +122,7 @@ def test_train_watch_stop_sample_export_resume(qtbot, make_window, image_folder,
     assert window.current_pane() == "train"
     qtbot.waitUntil(lambda: tp.step > stopped_at, timeout=120_000)
     assert tp.plot.num_points >= stopped_at  # the earlier curve was loaded from metrics.jsonl
+    assert loads == []
     click(qtbot, tp.stop_button)
     wait_idle(qtbot, window)
     assert tp.last_run[1] == "stopped" and tp.step > stopped_at
