@@ -13,6 +13,7 @@ A job that sees its flag raises `Cancelled`, which ends it quietly (no error is 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -294,12 +295,21 @@ class TrainingWorker(BaseWorker):
 
     def _load_data(self) -> Any:
         """Decode the run's data the way Trainer.setup would, but stoppable: a large folder takes
-        minutes, and Stop (or closing the window) must not wait for it. None when stopped."""
+        minutes, and Stop (or closing the window) must not wait for it. None when stopped. The
+        engine's quick refusals (a bad setting or path, a run another process trains) come first,
+        as in Trainer.setup, so they are not kept waiting behind the decoding."""
         from cmcore import DataError, TrainConfig
         from cmcore.data import load_dataset
-        from cmcore.rundir import CONFIG
+        from cmcore.errors import RunBusyError
+        from cmcore.rundir import CONFIG, lock_owner
 
         config = (self.config if self.config is not None else TrainConfig.load(self.run_dir / CONFIG)).validate()
+        config = config.with_absolute_paths()
+        config.check_paths(teacher=not self.resume)
+        owner = lock_owner(self.run_dir)
+        if owner and owner.get("pid") != os.getpid():
+            raise RunBusyError(f"this run ({self.run_dir}) is being trained by pid {owner.get('pid')} on "
+                               f"{owner.get('host', '?')}: stop that process first, or train into another folder")
         try:
             return load_dataset(config.data, config.resolution, config.channels, config.hflip,
                                 cancel=lambda: self._stop)

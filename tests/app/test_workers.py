@@ -74,3 +74,17 @@ def test_resume_sends_the_earlier_curve_first(qtbot, tmp_path):
     assert [r["step"] for r in again.history[0]] == [1, 2, 3, 4, 5, 6]
     assert [e.step for batch in again.batches for e in batch] == [7, 8, 9]
 
+
+
+def test_quick_refusals_come_before_the_training_thread_decodes(qtbot, tmp_path, monkeypatch):
+    """The worker decodes the data itself (stoppably) when it is given none: a missing folder or a
+    run another process trains is refused first, in the engine's words, not after the decoding."""
+    import cmcore.rundir
+
+    worker = workers.TrainingWorker(_config().replace(data=str(tmp_path / "gone")), tmp_path / "run")
+    got = run_worker(qtbot, worker)
+    assert [i.kind for i in got.failed] == ["ConfigError"] and got.failed[0].message.startswith("data: the folder")
+
+    monkeypatch.setattr(cmcore.rundir, "lock_owner", lambda run_dir: {"pid": 4242, "host": "lab-pc"})
+    got = run_worker(qtbot, workers.TrainingWorker(_config(), tmp_path / "busy"))
+    assert [i.kind for i in got.failed] == ["RunBusyError"] and "pid 4242 on lab-pc" in got.failed[0].message
