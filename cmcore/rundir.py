@@ -8,6 +8,7 @@
     RUN/checkpoints/step_0000500.state.pt      optimizer and RNG state (loads with weights_only)
     RUN/checkpoints/latest                     the stem of the newest complete checkpoint
     RUN/.lock                              while a process trains the run: its pid, host and start time
+    RUN/control.json                       {"pause": bool, "stop": bool}: a front end's request to the process training
 
 Free of torch: the app lists and follows runs before torch is imported. The engine and the app
 both read and write run folders through these functions only.
@@ -35,6 +36,7 @@ DATA_REPORT = "data_report.json"
 PREVIEWS = "previews"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"  # {"pid", "host", "started", ...} of the process training the run
+CONTROL = "control.json"  # {"pause": bool, "stop": bool}: what a front end asks of the process(es) training the run
 PREFIX = "step_"  # checkpoint stems: step_0000373.safetensors / .state.pt
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.pt"
@@ -411,6 +413,32 @@ def _alive_windows(pid: int) -> bool:  # pragma: no cover - Windows only
         return code.value == 259  # STILL_ACTIVE
     finally:
         kernel32.CloseHandle(handle)
+
+
+# --- the control file: Pause and Stop for a run trained by another process ---------------------------------
+def write_control(run_dir: str | Path, *, pause: bool = False, stop: bool = False) -> None:
+    """Ask the process training the run (rank 0 of a torchrun run, or a lone `cmcore train`) to pause, go on or
+    stop (it saves a checkpoint first); it reads the file every half second or so. Written atomically."""
+    atomic_write_bytes(Path(run_dir) / CONTROL, json.dumps({"pause": bool(pause), "stop": bool(stop)}).encode())
+
+
+def read_control(run_dir: str | Path) -> dict | None:
+    """{"pause": bool, "stop": bool} as a front end last wrote it; None when there is no (readable) request."""
+    try:
+        record = json.loads((Path(run_dir) / CONTROL).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {"pause": record.get("pause") is True, "stop": record.get("stop") is True}
+
+
+def clear_control(run_dir: str | Path) -> None:
+    """Forget earlier requests (a run starting or resuming begins neither paused nor stopped)."""
+    try:
+        (Path(run_dir) / CONTROL).unlink()
+    except OSError:
+        pass
 
 
 # --- metrics.jsonl ---------------------------------------------------------------------------------------
