@@ -1,7 +1,13 @@
 """The Trainer: config + data + device → training steps → events, checkpoints, metrics.
 
 Runs in whatever thread calls `run()`; `request_stop()`, `pause()` and `unpause()` are
-thread-safe flags checked between steps, so a GUI never has to queue anything.
+thread-safe flags checked between steps, so a GUI never has to queue anything. A front end in another
+process asks through the run folder's control file (cmcore.rundir.write_control), read every half second.
+
+Under torchrun the same Trainer is one process of a run of several (cmcore.distributed: the global batch is
+split across them, DDP averages the gradients, rank 0 alone writes the run folder and emits events, one small
+all-reduce per step makes every process see the same loss, clock and stop/pause flags). Alone it asks
+cmcore.distributed for a plain context, which changes nothing.
 
 One run, one writer: `setup()` takes the run folder's lock (cmcore.rundir.acquire_lock) and `run()`
 gives it back when it ends, however it ends. What training survives (a preview or a metrics line that
@@ -10,6 +16,7 @@ cannot be written, a preview out of memory, a non-finite loss rolled back) is re
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -22,16 +29,16 @@ from typing import Callable
 
 import torch
 
-from . import events
+from . import distributed, events
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, OutOfMemoryError, SaveError, TrainingError
 from .errors import reason as _why
 from .guard import SpikeGuard
 from .model import build_model, load_model
 from .rundir import CONFIG, DATA_REPORT, METRICS, PREVIEWS, acquire_lock, append_metrics, atomic_write_bytes, \
     file_digest, find_checkpoint, has_checkpoint, release_lock, remove_checkpoints_after, truncate_metrics
+from .rundir import clear_control, read_control
 from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
 from .nets import count_parameters
 from .precond import ConsistencyFunction
@@ -40,6 +47,7 @@ from .schedules import TimePairs, ema_warmup, lr_factor
 
 EventCallback = Callable[[object], None]
 MAX_NAN_ROLLBACKS = 3  # a non-finite loss rolls back (halving the learning rate) this often, then stops the run
+CONTROL_POLL_S = 0.5  # how often rank 0 reads the run's control file (and a paused run checks for Resume)
 
 
 class _NonFiniteLoss(TrainingError):
@@ -78,6 +86,9 @@ class Trainer:
         self.teacher_record: dict | None = None  # cd: the teacher checkpoint's path, step and sha256
         self._release: weakref.finalize | None = None  # gives the run's lock back (once)
         self._metrics_failing = False
+        self.dist = distributed.Context()  # until setup(): alone
+        self._agreed = distributed.Agreed()  # what the processes agreed at the last step (distributed)
+        self._control_read, self._control_seen = 0.0, None
 
     # --- thread-safe controls ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -105,20 +116,32 @@ class Trainer:
         `run` gives the lock back when it ends; a caller of `setup` alone calls `close()` when done."""
         c = self.config = self.config.validate().with_absolute_paths()
         c.check_paths(teacher=not self.resume)  # a resumed cd run checks the teacher it recorded
-        self.device = resolve_device(c.device)
+        self.dist = distributed.context(c.device)  # under torchrun: joins the run's process group (once)
+        self.device = self.dist.train_device(c.device)
+        self.local_batch = self.dist.local_batch(c.batch_size)  # the global batch, split across the processes
+        if not self.dist.is_main:
+            self.on_event = _ignore  # rank 0 speaks for the run
         created = not self.run_dir.exists()
-        self._take_lock()
         try:
+            self._take_lock()
             self._setup()
         except BaseException:
             self.close()
-            if created:
+            if created and self.dist.is_main:
                 _remove_if_empty(self.run_dir)
+            with contextlib.suppress(distributed.DistributedError):
+                self.dist.agree_ready(False)  # the other processes stop too, pointing here
             raise
+        self.dist.agree_ready(True)
+        self.objective = self.dist.wrap(self.model, self.loss_fn)  # DDP in a process group (rank 0's weights)
+        self.dist.seed_streams(c.seed, self.step, (self.data_gen, self.noise_gen, self.time_gen))  # ranks > 0
+        self._agreed = distributed.Agreed(clock=self.elapsed)
 
     def _take_lock(self) -> None:
         if self._release is not None and self._release.alive:
             return  # setup() before run(): already ours
+        if not self.dist.is_main:
+            return  # rank 0 holds the lock for the whole run
         self.run_dir.mkdir(parents=True, exist_ok=True)
         record = acquire_lock(self.run_dir)  # RunBusyError: "this run is being trained by pid N on HOST"
         self._release = weakref.finalize(self, release_lock, self.run_dir, record)
@@ -145,12 +168,14 @@ class Trainer:
             c = self.config = self.config.resolved(self.channels, teacher_config)
             if resume_from is not None:
                 self._check_resumable(resume_from)
-            (self.run_dir / PREVIEWS).mkdir(exist_ok=True)
-            if not self.resume:
-                (self.run_dir / METRICS).unlink(missing_ok=True)
-            if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
-                c.save(self.run_dir / CONFIG)
-            atomic_write_bytes(self.run_dir / DATA_REPORT, json.dumps(self.dataset.report.to_dict(), indent=1).encode())
+            if self.dist.is_main:  # rank 0 alone writes the run folder
+                (self.run_dir / PREVIEWS).mkdir(exist_ok=True)
+                clear_control(self.run_dir)  # a run starts, or resumes, neither paused nor stopped
+                if not self.resume:
+                    (self.run_dir / METRICS).unlink(missing_ok=True)
+                if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
+                    c.save(self.run_dir / CONFIG)
+                atomic_write_bytes(self.run_dir / DATA_REPORT, json.dumps(self.dataset.report.to_dict(), indent=1).encode())
 
             self.model = build_model(c, self.channels, self.resolution).to(self.device)
             if self.teacher is not None and not self.resume:
@@ -274,16 +299,22 @@ class Trainer:
             raise CheckpointError(f"{ckpt.state_path()} does not fit this run ({_first_line(exc)}): it cannot be "
                                   "resumed") from None
         self.step = ckpt.step
-        remove_checkpoints_after(self.run_dir, self.step)  # written by a process killed before `latest` named them
-        truncate_metrics(self.run_dir, self.step)
+        if self.dist.is_main:
+            remove_checkpoints_after(self.run_dir, self.step)  # written by a process killed before `latest` named them
+            truncate_metrics(self.run_dir, self.step)
 
     # --- the loop ------------------------------------------------------------------------------
     def _fraction(self) -> float:
         c = self.config
         frac = self.step / c.max_steps
         if c.max_minutes > 0:
-            frac = max(frac, self.elapsed / (60 * c.max_minutes))
+            frac = max(frac, self._clock() / (60 * c.max_minutes))
         return min(1.0, frac)
+
+    def _clock(self) -> float:
+        """Training seconds so far, as the schedules and max_minutes read them: this process's own alone;
+        distributed, rank 0's as of the last step's exchange, so every process computes the same."""
+        return self._agreed.clock if self.dist.enabled else self.elapsed
 
     def run(self) -> int:
         try:
@@ -294,18 +325,21 @@ class Trainer:
     def _run(self) -> int:
         self.setup()
         c = self.config
-        self.on_event(events.Started(str(self.run_dir), self.step, c.max_steps, count_parameters(self.model), str(self.device)))
+        device = str(self.device) if not self.dist.enabled else \
+            f"{self.dist.world_size} processes, {self.dist.backend}, rank 0 on {self.device}"
+        self.on_event(events.Started(str(self.run_dir), self.step, c.max_steps, count_parameters(self.model), device))
         reason, last_saved = "max_steps", self.step
         window_loss, window_count, window_start, window_images = 0.0, 0, time.perf_counter(), 0
         self.model.train()
         while self.step < c.max_steps:
-            if not self._running.is_set():
-                self._running.wait()
+            self._poll_control()
+            if self._agreed.pause if self.dist.enabled else self.paused:
+                self._wait_while_paused()
                 window_start = time.perf_counter()  # the pause is not training time
-            if self._stop.is_set():
+            if self._agreed.stop if self.dist.enabled else self._stop.is_set():
                 reason = "stopped"
                 break
-            if c.max_minutes > 0 and self.elapsed >= 60 * c.max_minutes:
+            if c.max_minutes > 0 and self._clock() >= 60 * c.max_minutes:
                 reason = "max_minutes"
                 break
             if self.guard.wants_snapshot(self.step) and not self._has_snapshot_at(self.step):
@@ -336,8 +370,42 @@ class Trainer:
             self.save()
         if c.preview_every and self.step % c.preview_every != 0:
             self._preview_or_warn()
+        self.dist.barrier()  # every process ends once rank 0 has saved
         self.on_event(events.Finished(self.step, reason))
         return self.step
+
+    def _poll_control(self) -> None:
+        """Rank 0: apply what a front end in another process last asked in the run's control file (read every
+        CONTROL_POLL_S; a request counts once, when it changes). Distributed, the next exchange tells the others."""
+        now = time.monotonic()
+        if not self.dist.is_main or now - self._control_read < CONTROL_POLL_S:
+            return
+        self._control_read = now
+        wanted = read_control(self.run_dir)
+        if wanted is None or wanted == self._control_seen:
+            return
+        self._control_seen = wanted
+        if wanted["stop"]:
+            self.request_stop()
+        elif wanted["pause"]:
+            self.pause()
+        else:
+            self.unpause()
+
+    def _wait_while_paused(self) -> None:
+        """Alone: until unpaused or stopped (reading the control file meanwhile). Distributed: every process
+        exchanges the flags every CONTROL_POLL_S until they agree to go on or to stop."""
+        while True:
+            if not self.dist.enabled:
+                if self._running.wait(CONTROL_POLL_S):
+                    return
+                self._poll_control()
+                continue
+            time.sleep(CONTROL_POLL_S)
+            self._poll_control()
+            self._agreed = self.dist.exchange(None, stop=self._stop.is_set(), pause=self.paused, clock=self.elapsed)
+            if self._agreed.stop or not self._agreed.pause:
+                return
 
     def train_step(self) -> tuple[float, int, float]:
         """One optimisation step, exactly as `run` takes it (no logging, previews or checkpoints):
@@ -348,17 +416,16 @@ class Trainer:
         lr = c.lr * lr_factor(self.step, c.warmup_steps, self._fraction(), c.lr_min_ratio) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = self.dataset.sample_batch(c.batch_size, self.data_gen).to(self.device)
-        x1 = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+        x0, x1, t, r = self._draw(n)
         try:
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_autocast):
                 if c.method == "flow":
-                    t = torch.rand(c.batch_size, generator=self.time_gen).to(self.device)
-                    loss = self.loss_fn(self.model, x0, x1, t).mean()
+                    loss = self._loss(x0, x1, t).mean()
                 else:
-                    t, r = self.pairs.sample(n, c.batch_size, self.time_gen)
-                    loss = self.loss_fn(self.model, x0, x1, t.to(self.device), r.to(self.device), n).mean()
-            value = loss.item()
+                    loss = self._loss(x0, x1, t, r, n).mean()
+            # alone loss.item(); distributed the mean over the processes, with the flags and rank 0's clock
+            self._agreed = self.dist.exchange(loss, stop=self._stop.is_set(), pause=self.paused, clock=self.elapsed)
+            value = self._agreed.loss
             if not math.isfinite(value):
                 raise _NonFiniteLoss(value, self.step + 1)
             self.optimizer.zero_grad(set_to_none=True)
@@ -373,6 +440,23 @@ class Trainer:
                                    f"(now {c.batch_size}), the model size or the resolution") from None
         ema_update(self.ema, self.model, ema_warmup(c.ema_eval, self.step))
         return value, n, lr
+
+    def _draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """This process's share of the step's batch, on the device: images x0, noise x1, times t and (consistency
+        methods; None for flow) r, drawn in this order from the data, noise and time streams."""
+        b = self.local_batch
+        x0 = self.dataset.sample_batch(b, self.data_gen).to(self.device)
+        x1 = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+        if self.config.method == "flow":
+            return x0, x1, torch.rand(b, generator=self.time_gen).to(self.device), None
+        t, r = self.pairs.sample(n, b, self.time_gen)
+        return x0, x1, t.to(self.device), r.to(self.device)
+
+    def _loss(self, *args) -> torch.Tensor:
+        """The per-sample loss: through DDP in a process group (which averages the gradients), else `loss_fn` itself."""
+        if self.dist.enabled:
+            return self.objective(*args)
+        return self.loss_fn(self.model, *args)
 
     def _recover_from_non_finite(self, exc: _NonFiniteLoss) -> None:
         """Roll back to the newest snapshot with finite weights and go on at half the learning rate;
@@ -416,6 +500,8 @@ class Trainer:
         self.scaler.load_state_dict(snap["scaler"])
 
     def _log(self, loss: float, lr: float, n: int, ips: float) -> None:
+        if not self.dist.is_main:
+            return
         c = self.config
         record = {"step": self.step, "loss": loss, "lr": lr, "n": n, "images_per_s": round(ips, 2),
                   "wall": round(self.elapsed, 3)}
@@ -446,6 +532,8 @@ class Trainer:
         return ((1, "multistep"), (4, "multistep"))
 
     def _preview_or_warn(self) -> None:
+        if not self.dist.is_main:
+            return
         try:
             self.preview()
         except (OutOfMemoryError, SaveError) as exc:  # training goes on without this preview
@@ -474,7 +562,10 @@ class Trainer:
             save_png(self.run_dir / PREVIEWS / f"step_{self.step:07d}_{steps}steps.png", grid,
                      {"step": str(self.step), "steps": str(steps), "sampler": sampler})
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0; the other processes of a distributed run write nothing: None)."""
+        if not self.dist.is_main:
+            return None
         weights = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                  "data_gen": self.data_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
@@ -488,6 +579,10 @@ class Trainer:
                                 "num_params": count_parameters(self.model), **(self.teacher_record or {})})
         self.on_event(events.CheckpointSaved(self.step, str(path)))
         return path
+
+
+def _ignore(event) -> None:
+    pass
 
 
 def _to_cpu(value):
