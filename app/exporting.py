@@ -45,3 +45,11 @@ def export_gif(result: SampleResult, folder: Path, duration_ms: int = 400, cance
     frames = run_trajectory(request, cancel)
     path = unique_path(Path(folder) / f"{_stem(result, request)}_refinement.gif")
     return [save_gif(path, frames + [frames[-1]] * 2, duration_ms)]  # hold the final image
+
+
+def export_model(source: str, folder: Path, cancel: Any = None) -> list[Path]:
+    """The portable model folder (weights, config, ONNX, model card) of the gallery's run: `cmcore export`."""
+    from cmcore.export import unique_path
+    from cmcore.portable import export_model as write
+
+    return [write(source, unique_path(Path(folder)))]

@@ -85,10 +85,10 @@ class MainWindow(QMainWindow):
         hints = QGuiApplication.styleHints()
         if hasattr(hints, "colorSchemeChanged"):  # Qt >= 6.5: follow the system switching dark/light
             hints.colorSchemeChanged.connect(self.refresh_theme)
-        for i in range(len(PANES)):
-            QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda i=i: self.nav.setCurrentRow(i))
-        QShortcut(QKeySequence.StandardKey.Quit, self, activated=self.close)
-        QShortcut(QKeySequence(Qt.Key.Key_F5), self, activated=self.runs_pane.refresh)
+        for keys, _what, action in self.shortcuts():
+            QShortcut(QKeySequence(keys), self, activated=action)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("Keyboard shortcuts", self.show_shortcuts, QKeySequence("F1"))
         self.show_pane("data" if data or not self.data_pane.spec else "train")
         self._set_engine_ready(False)
         geometry = settings.get("window/geometry")
@@ -96,6 +96,31 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1320, 840)
+
+    def shortcuts(self) -> list[tuple[str, str, object]]:
+        """(keys, what they do, the action): bound in the window and listed by Help ▸ Keyboard shortcuts."""
+        tp, gp = self.train_pane, self.gallery_pane
+
+        def press(*buttons):  # the first enabled button: the same checks as a click
+            return lambda: next((b.click() for b in buttons if b.isEnabled()), None)
+
+        panes = [(f"Ctrl+{i + 1}", f"Show the {label} pane", lambda i=i: self.nav.setCurrentRow(i))
+                 for i, (_key, label, _icon) in enumerate(PANES)]
+        return panes + [
+            ("Ctrl+Return", "Start training", press(tp.start_button)),
+            ("Ctrl+P", "Pause or resume training", press(tp.pause_button, tp.resume_button)),
+            ("Ctrl+.", "Stop training (saves a checkpoint)", press(tp.stop_button)),
+            ("Ctrl+]", "Gallery: one more sampling step", lambda: gp.step_by(1)),
+            ("Ctrl+[", "Gallery: one sampling step fewer", lambda: gp.step_by(-1)),
+            ("F5", "Refresh the runs list", self.runs_pane.refresh),
+            ("Ctrl+Q", "Quit", self.close),
+        ]
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{keys}</b>&nbsp;&nbsp;</td><td>{what}</td></tr>" for keys, what, _ in self.shortcuts())
+        dialogs.show_info(self, "Keyboard shortcuts", f"<table>{rows}<tr><td><b>F1</b></td><td>This list</td></tr></table>"
+                          "<p>Drop a folder onto the window to train on it; drop an exported PNG to open its model "
+                          "in the Gallery with its steps, sampler and seed.</p>")
 
     def _sidebar(self) -> QWidget:
         sidebar = QWidget()
@@ -246,27 +271,39 @@ class MainWindow(QMainWindow):
 
     # --- drag and drop a folder -------------------------------------------------------------------
     @staticmethod
-    def _dropped_folder(event) -> str | None:
+    def _dropped(event) -> tuple[str, str] | None:
+        """("folder", path) for a folder of images, ("png", path) for an exported image; else None."""
         urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
         for url in urls:
-            if url.isLocalFile() and Path(url.toLocalFile()).is_dir():
-                return url.toLocalFile()
+            path = Path(url.toLocalFile()) if url.isLocalFile() else None
+            if path is not None and path.is_dir():
+                return "folder", str(path)
+            if path is not None and path.suffix.lower() == ".png" and path.is_file():
+                return "png", str(path)
         return None
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
-        if self._dropped_folder(event):
+        if self._dropped(event):
             event.acceptProposedAction()
 
     def dragMoveEvent(self, event) -> None:  # noqa: N802
-        if self._dropped_folder(event):
+        if self._dropped(event):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:  # noqa: N802
-        folder = self._dropped_folder(event)
-        if folder:
-            event.acceptProposedAction()
-            self.data_pane.set_folder(folder)
+        dropped = self._dropped(event)
+        if dropped is None:
+            return
+        event.acceptProposedAction()
+        self.drop_path(*dropped)
+
+    def drop_path(self, kind: str, path: str) -> None:
+        """A folder becomes the training data; an exported PNG opens its model in the gallery, as it was drawn."""
+        if kind == "folder":
+            self.data_pane.set_folder(path)
             self.show_pane("data")
+        elif self.gallery_pane.restore_from_png(path):
+            self.show_pane("gallery")
 
     # --- closing ------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802

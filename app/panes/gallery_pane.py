@@ -18,7 +18,7 @@ from cmcore.rundir import run_of
 
 from .. import dialogs, settings
 from ..errors import ErrorInfo
-from ..exporting import export_gif, export_grid, export_images
+from ..exporting import export_gif, export_grid, export_images, export_model
 from ..gallery_jobs import GENERATORS, STRIP_STEPS, SampleRequest, SampleResult, run_sample
 from ..icons import icon_button
 from ..widgets.image_dialog import ImageDialog
@@ -114,6 +114,9 @@ class GalleryPane(QWidget):
         self.export_grid_button = icon_button("grid", "Export grid")
         self.export_gif_button = icon_button("film", "Export GIF")
         self.export_gif_button.setToolTip("Animated GIF of the multistep refinement (the seed's images)")
+        self.export_model_button = icon_button("save", "Export model")
+        self.export_model_button.setToolTip("A folder anyone can use without this app: the weights, settings, "
+                                            "an ONNX file of f(x, t) and a model card (cmcore export)")
         self.export_folder_label = muted("")
         self.export_folder_label.setMaximumWidth(520)
         self.change_folder = icon_button("folder", "Export to…")
@@ -121,7 +124,8 @@ class GalleryPane(QWidget):
         self.open_export.setToolTip("Open the export folder")
         export_card, ec = card()
         ec.addLayout(row(self.select_all, self.select_none, 12, self.export_selected, self.export_all,
-                         self.export_grid_button, self.export_gif_button, None, self.change_folder,
+                         self.export_grid_button, self.export_gif_button, self.export_model_button, None,
+                         self.change_folder,
                          self.open_export))
         ec.addLayout(row(None, self.export_folder_label))
         layout.addWidget(export_card)
@@ -157,6 +161,7 @@ class GalleryPane(QWidget):
         self.export_all.clicked.connect(lambda: self.export("all"))
         self.export_grid_button.clicked.connect(lambda: self.export("grid"))
         self.export_gif_button.clicked.connect(lambda: self.export("gif"))
+        self.export_model_button.clicked.connect(lambda: self.export("model"))
         self.change_folder.clicked.connect(self._choose_export_folder)
         self.open_export.clicked.connect(self._open_export_folder)
         self._update_buttons()
@@ -256,6 +261,37 @@ class GalleryPane(QWidget):
         self.steps_label.setText(f"{value} step" + ("s" if value > 1 else ""))
         self._resample_timer.start()
 
+    def step_by(self, delta: int) -> None:
+        """One more (or fewer) sampling step: the steps slider's keyboard shortcuts."""
+        self.steps.setValue(self.steps.value() + delta)
+
+    def restore_from_png(self, path: str | Path) -> bool:
+        """Open the model an exported PNG names and show its settings (steps, sampler, seed); False if the
+        PNG carries none of ours or its model is gone."""
+        from cmcore.export import read_png_metadata
+        from cmcore.rundir import run_of
+
+        try:
+            meta = read_png_metadata(path)
+            checkpoint = meta["checkpoint"]  # a pruned checkpoint's run folder will do
+            source = next(str(p) for p in (Path(checkpoint), run_of(checkpoint)) if p is not None and p.exists())
+            steps, seed = int(meta["steps"]), int(meta["seed"])
+        except (OSError, KeyError, ValueError, StopIteration):
+            dialogs.show_info(self, "Cannot restore", f"{Path(path).name} does not name a model that is here: "
+                              "drop a PNG exported by Consistency Studio whose run still exists.")
+            return False
+        self.sampler.setCurrentIndex(max(0, self.sampler.findData(meta.get("sampler", "multistep"))))
+        self.steps.blockSignals(True)
+        self.steps.setValue(steps)
+        self.steps.blockSignals(False)
+        self._steps_changed(steps)
+        self.seed.blockSignals(True)
+        self.seed.setValue(seed)
+        self.seed.blockSignals(False)
+        self._auto_sampler_for = source  # the PNG's sampler stands, not the model's default
+        self.open_source(source)
+        return True
+
     def roll_seed(self) -> None:
         self.seed.setValue(random.randrange(0, 2**31 - 1))
 
@@ -338,6 +374,9 @@ class GalleryPane(QWidget):
             self.exporting.submit(export_grid, result, folder, context="Export", cancellable=True)
         elif what == "gif":
             self.exporting.submit(export_gif, result, folder, context="Export", cancellable=True)
+        elif what == "model":
+            self.exporting.submit(export_model, self.source, folder / f"{result.run_name}_step{result.step}_model",
+                                  context="Export model")
         else:
             raise ValueError(what)
         self.busy.setText("Exporting…")
@@ -369,8 +408,8 @@ class GalleryPane(QWidget):
 
     def _update_buttons(self, *_args) -> None:
         have = self.result is not None and not self.exporting.busy
-        for b in (self.export_all, self.export_grid_button, self.export_gif_button, self.select_all,
-                  self.select_none):
+        for b in (self.export_all, self.export_grid_button, self.export_gif_button, self.export_model_button,
+                  self.select_all, self.select_none):
             b.setEnabled(have)
         self.export_selected.setEnabled(have and bool(self.grid.selected_indices()))
 
