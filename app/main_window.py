@@ -307,7 +307,7 @@ class MainWindow(QMainWindow):
 
     # --- closing ------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if self.train_pane.running:
+        if self.train_pane.running and not self.train_pane.following_other_process:  # a server's run goes on
             event.ignore()
             if self._closing:
                 return

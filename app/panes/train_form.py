@@ -85,6 +85,9 @@ def _show(widget: QWidget, value: Any) -> None:
         widget.setValue(value)
 
 
+ALL_GPUS = "cuda"  # the device of a run on all GPUs: each of its processes takes the GPU of its LOCAL_RANK
+
+
 class TrainForm(QWidget):
     method_changed = Signal(str)
     device_changed = Signal(str)  # a device id, or "auto"
@@ -258,8 +261,16 @@ class TrainForm(QWidget):
 
     # --- device and teacher lists -----------------------------------------------------------------
     def device(self) -> str:
-        """The chosen device id, or "auto"."""
+        """The chosen device id, or "auto" ("cuda" for all GPUs: each process of the run its own)."""
         return self._widgets["device"].currentData() or AUTO
+
+    def gpu_processes(self) -> int:
+        """How many processes train a run started with this choice: all GPUs (torchrun), else 1 (this app)."""
+        return self.gpu_count() if self.device() == ALL_GPUS and self.gpu_count() > 1 else 1
+
+    def gpu_count(self) -> int:
+        """The GPUs of this machine (the CUDA devices in the list)."""
+        return getattr(self, "_gpu_count", 0)
 
     def set_device(self, device: str) -> None:
         """Choose a device by id; one not found on this machine is listed as such."""
@@ -279,6 +290,11 @@ class TrainForm(QWidget):
         for d in devices:
             box.addItem(d.label if hasattr(d, "label") else d.name, d.id)
             box.setItemData(box.count() - 1, f"{d.id}: {d.name}", Qt.ItemDataRole.ToolTipRole)
+        self._gpu_count = sum(1 for d in devices if str(d.id).startswith("cuda:"))
+        if self._gpu_count > 1:  # one run on every GPU: torchrun starts a process per GPU (README, several GPUs)
+            box.addItem(f"All {self._gpu_count} GPUs (one process each)", ALL_GPUS)
+            box.setItemData(box.count() - 1, "torchrun trains the run on every GPU; the batch size is the whole "
+                            "step's, split across them", Qt.ItemDataRole.ToolTipRole)
         index = box.findData(current)
         box.setCurrentIndex(max(index, 0))
         box.blockSignals(False)

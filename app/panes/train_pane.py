@@ -21,6 +21,7 @@ from cmcore.config import TrainConfig
 from .. import dialogs, presets, settings
 from ..errors import ErrorInfo, describe
 from ..icons import icon_button
+from ..run_follower import RunFollower, torchrun_command
 from ..widgets.previews import PreviewPanel
 from ..workers import TrainingWorker, start_worker
 from .common import card, muted, pane_layout, row
@@ -103,6 +104,10 @@ class TrainPane(QWidget):
         self.resume_button.setToolTip("Continue a paused run, or the last stopped run from its checkpoint")
         self.stop_button = icon_button("stop", "Stop")
         self.stop_button.setToolTip("Finish the current step, save a checkpoint and stop")
+        self.follow_button = icon_button("folder", "Follow a run…")
+        self.follow_button.setToolTip("Watch a run that another process trains (cmcore train from a terminal, or on "
+                                      "a server whose run folder is visible here): its loss, previews and progress; "
+                                      "Pause and Stop reach it too")
         self.progress = QProgressBar()
         # Per mille of the run: it ends at max steps or max minutes, whichever comes first.
         self.progress.setRange(0, 1000)
@@ -113,7 +118,7 @@ class TrainPane(QWidget):
         controls_card, controls = card()
         controls.addLayout(row(self.start_button, self.pause_button, self.resume_button, self.stop_button, 12,
                                self.progress))
-        controls.addLayout(row(self.status, None, self.run_label))
+        controls.addLayout(row(self.status, None, self.run_label, self.follow_button))
 
         # the plot (pyqtgraph, ~0.5 s to import) is built just after the window is shown
         self._plot: LossPlot | None = None
@@ -144,6 +149,7 @@ class TrainPane(QWidget):
         self.pause_button.clicked.connect(self.pause)
         self.resume_button.clicked.connect(self.resume_clicked)
         self.stop_button.clicked.connect(self.stop)
+        self.follow_button.clicked.connect(self.follow_clicked)
         self.load_preset_button.clicked.connect(self.apply_selected_preset)
         self.save_preset_button.clicked.connect(self.save_preset)
         self.form.browse_teacher.connect(self._browse_teacher)
@@ -178,6 +184,7 @@ class TrainPane(QWidget):
         can_continue = bool(self.last_run and self.last_run[1] in ("stopped", "max_minutes"))
         self.resume_button.setEnabled(state == "paused" or (state == "idle" and can_continue and self._engine_ready))
         self.stop_button.setEnabled(state in ("running", "paused", "starting"))
+        self.follow_button.setEnabled(not busy)
         self.form.setEnabled(not busy)
         for w in (self.preset_box, self.load_preset_button):
             w.setEnabled(not busy)
@@ -213,8 +220,48 @@ class TrainPane(QWidget):
         run_dir = new_run_dir(self.workspace, config.method)
         self.plot.clear()
         self.previews.clear()
+        processes = self.form.gpu_processes()
+        if processes > 1:  # all GPUs: a torchrun child trains the run; the pane follows its folder
+            try:
+                run_dir.mkdir(parents=True)
+                config.save(run_dir / rundir.CONFIG)
+            except OSError as exc:
+                self._fail_now(exc)
+                return False
+            self._launch(self._child(run_dir, processes, resume=False), run_dir, config.max_steps)
+            return True
         self._launch(TrainingWorker(config, run_dir, dataset=self.data_pane.dataset_for(config)), run_dir, config.max_steps)
         return True
+
+    def _child(self, run_dir: Path, processes: int, *, resume: bool) -> RunFollower:
+        return RunFollower(run_dir, torchrun_command(run_dir, processes, resume=resume),
+                           label=f"{processes} GPUs (torchrun)")
+
+    def follow_clicked(self) -> None:
+        path = dialogs.pick_folder(self, "Follow a run folder", str(self.workspace))
+        if path:
+            self.follow_run(path)
+
+    def follow_run(self, run_dir: Path | str) -> bool:
+        """Show a run that another process trains (or trained), as it goes; Pause/Stop reach it through its
+        control file. False (and a message) for a folder that holds no run."""
+        run_dir = Path(run_dir)
+        if self.running:
+            dialogs.show_info(self, "Training is running", "Stop the current run before following another.")
+            return False
+        if not (run_dir / rundir.CONFIG).is_file():
+            dialogs.show_info(self, "Not a run folder", f"{run_dir} holds no {rundir.CONFIG}: choose the folder "
+                              "that `cmcore train --out` writes.")
+            return False
+        self.plot.clear()
+        self.previews.clear()
+        self._launch(RunFollower(run_dir), run_dir, TrainConfig.load(run_dir / rundir.CONFIG).max_steps)
+        return True
+
+    @property
+    def following_other_process(self) -> bool:
+        """The pane shows a run that a process outside this app trains (closing the app leaves it running)."""
+        return isinstance(self.worker, RunFollower) and not self.worker.owns_process
 
     def resume_run(self, run_dir: Path | str) -> bool:
         """Continue a run from its last checkpoint (a finished run is extended by its own length)."""
@@ -237,6 +284,9 @@ class TrainPane(QWidget):
             return False
         self.previews.clear()
         self.plot.clear()
+        if config.device == "cuda" and self.form.gpu_count() > 1:  # a run on all GPUs goes on on all of them
+            self._launch(self._child(run_dir, self.form.gpu_count(), resume=True), run_dir, config.max_steps)
+            return True
         # the Data pane's decoded images when they are this run's: the resume does not decode them again
         dataset = self.data_pane.dataset_for(config)
         self._launch(TrainingWorker(None, run_dir, resume=True, dataset=dataset), run_dir, config.max_steps)
@@ -273,6 +323,10 @@ class TrainPane(QWidget):
         self.run_label.setText(run_dir.name)
         self._set_state("starting")
         self.running_changed.emit(True)
+        if isinstance(worker, RunFollower):  # polls the run folder on this thread
+            self._thread = None
+            worker.start()
+            return
         self._thread = start_worker(worker, f"training {run_dir.name}")
 
     def resume_clicked(self) -> None:
@@ -301,7 +355,10 @@ class TrainPane(QWidget):
             self.status.setText("Stopping after this step; saving a checkpoint…")
 
     def stop_and_wait(self, timeout_ms: int = 120_000) -> bool:
-        """Blocking stop for shutdown: the engine saves a checkpoint and returns."""
+        """Blocking stop for shutdown: the engine saves a checkpoint and returns (a run another process trains
+        is left running; only the following ends)."""
+        if isinstance(self.worker, RunFollower):
+            return self.worker.stop_and_wait(timeout_ms)
         if self.worker is not None:
             self.worker.request_stop()
         if self._thread is not None:
