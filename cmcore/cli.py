@@ -82,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-sampling", action="store_true", help="skip the sampling-latency table")
     b.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
+    q = sub.add_parser("score", help="a quality score of a run or checkpoint against held-out images of its data",
+                       description="Score samples at each step count against the run's held-out images (all its "
+                       "data when it recorded no split; --data: another data set): lower is better. Also looks "
+                       "for near-copies of training images. --json: one JSON object on the last line.")
+    q.add_argument("source", type=Path, help="run directory or .safetensors checkpoint")
+    q.add_argument("--steps", default="1,2,4", help="sampler step counts, comma-separated (default 1,2,4)")
+    q.add_argument("--data", help="score against this data instead of the run's own (folder | demo | NAME:ROOT)")
+    q.add_argument("--num", type=int, default=256, help="samples per step count (default 256)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--sampler", choices=("multistep", "ode"), help="default: the run's own")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+
     i = sub.add_parser("info", help="describe a run or checkpoint")
     i.add_argument("source", type=Path)
     return p
@@ -281,10 +294,17 @@ def _bench(args) -> int:
     return bench_main(args)
 
 
+def _score(args) -> int:
+    from .score import main as score_main
+
+    return score_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "info": _info, "bench": _bench, "edit": _edit, "export": _export}[args.command](args)
+        return {"train": _train, "sample": _sample, "info": _info, "bench": _bench, "edit": _edit, "export": _export,
+                "score": _score}[args.command](args)
     except CmcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
