@@ -107,6 +107,7 @@ FLAG_FIELDS = ("data", "method", "teacher", "resolution", "channels", "model", "
 def _train(args) -> int:
     import signal
     import threading
+    import time
 
     from . import distributed
     from .rundir import has_checkpoint, latest_step
@@ -126,11 +127,16 @@ def _train(args) -> int:
     trainer = Trainer(config, args.out, resume=args.resume, on_event=lambda event: _on_train_event(event, bar))
     resume_hint = f"cmcore train --out {args.out} --resume"
     signals: list[int] = []
+    first_signal: list[float] = []
 
     def stop(signum, frame) -> None:  # Ctrl-C: finish the step, save it, then exit
         if signals:
+            # under torchrun Ctrl-C reaches a process twice, from the terminal and from the launcher: one request
+            if time.monotonic() - first_signal[0] < 2.0:
+                return
             raise KeyboardInterrupt  # a second one: quit now, without saving
         signals.append(signum)
+        first_signal.append(time.monotonic())
         trainer.request_stop()
         if main_rank:
             print("\nstopping: saving a checkpoint of this step (Ctrl-C again to quit without saving)", file=sys.stderr)
