@@ -257,6 +257,8 @@ def run(method: str = "ct", model: str = "tiny", resolution: int = 32, batch_siz
         if sampling:
             progress("sampling latency")
             result["sampling_ms"] = sampling_latency(ours.ema, dataset.channels, dataset.resolution, dev)
+        for trainer in (ours, channels_last):
+            trainer.close()  # give back the run folders' locks
     return result
 
 
