@@ -492,6 +492,10 @@ def score_checkpoint(source: str | Path, steps: Sequence[int] = DEFAULT_STEPS, d
     gen = load_generator(source, device)
     run_dir = run_of(gen.source)
     ref = reference_for(gen.config, gen.channels, gen.resolution, run_dir, data)
+    if len(ref.images) < 2:
+        from .errors import DataError
+
+        raise DataError(f"a score needs at least 2 images to compare with; {ref.description}")
     scorer = Scorer(ref.images)
     sampler = sampler or gen.default_sampler
     samples: dict[int, torch.Tensor] = {}

@@ -196,11 +196,16 @@ def test_cmcore_score_uses_the_runs_split(tiny_run, capsys, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["score", "{tmp}/nothing"], "does not exist"),
+    (["score", "{run}", "--data", "{tmp}/one_image"], "at least 2 images"),
     (["score", "{run}", "--data", "{tmp}/no_folder"], "no_folder"),
     (["score", "{run}", "--steps", "0,2"], "--steps"),
     (["score", "{run}", "--num", "1"], "--num"),
 ])
 def test_cmcore_score_errors_exit_2_with_one_line(tiny_run, tmp_path, capsys, argv, message):
+    from PIL import Image
+
+    (tmp_path / "one_image").mkdir()
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "one_image" / "a.png")
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(tiny_run)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
