@@ -1,6 +1,6 @@
 """Does cmcore.score rank sample sets as the demo benchmark does? (issue 23)
 
-    python -m benchmarks.score_agreement [--out runs/score_agreement] [--num 512] [--seed 123]
+    python -m benchmarks.score_agreement [--out runs/score_agreement] [--num 512] [--seed 123] [--overfit]
 
 Trains a CT run (2000 steps) and a flow teacher (1000 steps) on the demo data at 32 px without
 its held-out images (cmcore.score.train_indices; the runs record the split), keeping CT snapshots at
@@ -10,7 +10,9 @@ choice, are the CT snapshots through the ODE sampler at 2 and 8 Euler steps. Eac
 with the demo FD (the three demo classifiers' mean, benchmarks/fid_demo.py) and with each candidate
 score against the 82 held-out demo images, and the table shows every candidate's Spearman rank
 correlation with the demo FD. Runs, samples and the classifiers are kept under --out (and
-runs/.fid_classifiers), so a second run only scores. The last line is one JSON object.
+runs/.fid_classifiers), so a second run only scores. With --overfit, CT also trains on 32 images
+until it overfits and each checkpoint's denoising-error gap is printed. The last line is one JSON
+object. Results and what they mean: docs/score.md.
 """
 from __future__ import annotations
 
@@ -278,12 +280,51 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
 
 
+# --- a run that overfits -------------------------------------------------------------------------------------
+OVERFIT_IMAGES, OVERFIT_STEPS = 64, 800
+
+
+def overfit(out: Path) -> list[dict]:
+    """CT on a folder of 64 demo images at 16 px (32 held out, 32 trained on) for 800 steps of 16 (400
+    passes over the data), checkpoints every 200; each checkpoint's 1-step score, near-copy share and
+    denoising-error gap (cmcore.score.score_checkpoint)."""
+    from PIL import Image
+
+    from cmcore.data import DataReport, ImageDataset, load_dataset
+    from cmcore.data.demo import make_demo
+    from cmcore.rundir import checkpoint_dir, checkpoint_files, complete_steps
+    from cmcore.score import score_checkpoint, train_indices, write_split
+    from cmcore.training import Trainer
+
+    folder, run = out / "tiny64" / "images", out / "tiny64" / "run"
+    images, _ = make_demo(16, 3, count=OVERFIT_IMAGES, seed=77)
+    if not (run / "config.toml").exists() or not complete_steps(checkpoint_dir(run)):
+        shutil.rmtree(out / "tiny64", ignore_errors=True)
+        folder.mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"img_{i:03d}.png")
+        data = load_dataset(str(folder.resolve()), 16, 3)
+        train = train_indices(len(data), 0)
+        config = TrainConfig(method="ct", data=str(folder.resolve()), resolution=16, max_steps=OVERFIT_STEPS,
+                             max_minutes=0, checkpoint_every=200, preview_every=0, seed=0)
+        Trainer(config, run, dataset=ImageDataset(data.images[train], DataReport(str(folder), len(train), 16, 3))).run()
+        write_split(run, len(data), 0)
+    rows = []
+    for step in complete_steps(checkpoint_dir(run)):
+        report = score_checkpoint(checkpoint_files(run, step)[0], steps=(1,)).to_dict()
+        rows.append({"step": step, "score": report["scores"]["1"], "near_copies": report["near_copies"]["share"],
+                     **{k: report["denoising"][k] for k in ("train", "held_out", "gap")}})
+    return rows
+
+
 # --- the study --------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/score_agreement"))
     ap.add_argument("--num", type=int, default=512, help="samples per set")
     ap.add_argument("--seed", type=int, default=harness.SEED, help="the sampling seed")
+    ap.add_argument("--overfit", action="store_true", help="also train CT on 32 images until it overfits and print "
+                    "its denoising-error gap per checkpoint (about 5 more CPU-minutes)")
     args = ap.parse_args(argv)
     from benchmarks.fid_demo import DemoFDEnsemble, to_float
     from cmcore.data.demo import make_demo
@@ -342,13 +383,23 @@ def main(argv: list[str] | None = None) -> None:
     chosen.score(sets[names[-1]][:256])
     one = time.perf_counter() - t0
     print(f"\none score (256 samples against the {len(held)} held-out images, features included): {one:.3f} s")
+    overfitting = overfit(args.out) if args.overfit else []
+    if overfitting:
+        print(f"\nCT on {OVERFIT_IMAGES // 2} images (16 px; {OVERFIT_IMAGES // 2} held out): denoising error at "
+              "t = 0.2 / 0.5 / 0.8, training and held out, the gap, the 1-step score and the near-copy share\n")
+        print("| step | training | held out | gap | 1-step score | near copies |")
+        print("|---|---|---|---|---|---|")
+        for r in overfitting:
+            cells = [" / ".join(f"{v:{fmt}}" for v in r[k]) for k, fmt in (("train", ".4f"), ("held_out", ".4f"),
+                                                                          ("gap", "+.4f"))]
+            print(f"| {r['step']} | {' | '.join(cells)} | {r['score']:.1f} | {100 * r['near_copies']:.0f} % |")
     print(f"total {time.perf_counter() - started:.0f} s")
     print(json.dumps({"num": args.num, "seed": args.seed, "held_out": len(held),
                       "sets": {n: {"group": group_of.get(n, "floor"), "demo_fd": demo[n]["fd"],
                                    "demo_fd_each": demo[n]["fd_each"],
                                    **{c: ours[c]["FD"][n] for c in cands}} for n in [*names, "real demo images"]},
                       "spearman": rho, "classifier_spearman": each, "seconds": seconds,
-                      "one_score_seconds": one}))
+                      "one_score_seconds": one, "overfit": overfitting}))
 
 
 if __name__ == "__main__":
