@@ -6,7 +6,7 @@ A `RunFollower` is a QObject on the GUI thread. A QTimer reads the run folder ev
 metrics.jsonl, new preview PNGs, the newest complete checkpoint, the lock that tells whether the run is
 trained) and emits the signals a TrainingWorker emits, carrying the same cmcore.events, so the Train pane
 shows a followed run exactly as one it trains itself. Pause, Resume and Stop go through the run's control file
-(cmcore.rundir.write_control), which the training process (rank 0 of a torchrun run) reads every half second;
+(cmcore.runlock.write_control), which the training process (rank 0 of a torchrun run) reads every half second;
 the follower writes its request again until the run answers, so a request made while the run is still
 starting (before it cleared old requests) is not lost.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from cmcore import rundir
+from cmcore import rundir, runlock
 
 from .errors import ErrorInfo
 
@@ -148,9 +148,9 @@ class RunFollower(QObject):
     def _push_control(self) -> None:
         if self._wanted is None or self._finished or not self.run_dir.is_dir():
             return
-        if rundir.read_control(self.run_dir) != self._wanted:  # new, or cleared by a run just starting
+        if runlock.read_control(self.run_dir) != self._wanted:  # new, or cleared by a run just starting
             try:
-                rundir.write_control(self.run_dir, **self._wanted)
+                runlock.write_control(self.run_dir, **self._wanted)
             except OSError as exc:
                 log.warning("could not write %s: %s", rundir.CONTROL, exc)
 
@@ -158,7 +158,7 @@ class RunFollower(QObject):
     def _alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return rundir.lock_owner(self.run_dir) is not None
+        return runlock.lock_owner(self.run_dir) is not None
 
     def poll(self) -> None:
         if self._finished:
@@ -166,7 +166,7 @@ class RunFollower(QObject):
         try:
             alive = self._alive()
             if not self._started:
-                if self.proc is not None and alive and rundir.lock_owner(self.run_dir) is None:
+                if self.proc is not None and alive and runlock.lock_owner(self.run_dir) is None:
                     return  # the child is still starting (imports, data): the pane says "preparing"
                 if not self._start_following():
                     if not alive:
@@ -189,7 +189,7 @@ class RunFollower(QObject):
         except Exception:  # noqa: BLE001 - not written yet (a child starting), or not a run
             return False
         self._started = True
-        owner = rundir.lock_owner(self.run_dir)
+        owner = runlock.lock_owner(self.run_dir)
         label = self.label or (f"pid {owner['pid']} on {owner.get('host', '?')}" if owner else "no process now")
         self.run_started.emit(events.Started(str(self.run_dir), self.step, self.config.max_steps,
                                              self._num_params(), label))
@@ -320,7 +320,7 @@ class RunFollower(QObject):
         stopped_by_signal = code in (-signal.SIGTERM, 128 + signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGINT)
         if code != 0 and not (self.stop_requested and stopped_by_signal):
             self.failed.emit(self._failure(code))
-        elif self._started and (self.proc is not None or rundir.lock_owner(self.run_dir) is None):
+        elif self._started and (self.proc is not None or runlock.lock_owner(self.run_dir) is None):
             from cmcore import events
 
             reached = rundir.limit_reached(self.run_dir, self.config) if self.config is not None else None

@@ -301,7 +301,8 @@ class TrainingWorker(BaseWorker):
         from cmcore import DataError, TrainConfig
         from cmcore.data import load_dataset
         from cmcore.errors import RunBusyError
-        from cmcore.rundir import CONFIG, lock_owner
+        from cmcore.rundir import CONFIG
+        from cmcore.runlock import lock_owner
 
         config = (self.config if self.config is not None else TrainConfig.load(self.run_dir / CONFIG)).validate()
         config = config.with_absolute_paths()

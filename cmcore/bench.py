@@ -30,7 +30,6 @@ import torch
 
 from .config import TrainConfig
 from .methods import distance, teacher_step
-from .model import build_model
 from .nets import build_unet
 from .precond import ConsistencyFunction, noise
 from .sampling import sample

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from .config import METHODS, MODELS, TrainConfig
 from .errors import CheckpointError, ConfigError, SaveError, reason
-from .rundir import atomic_write_bytes, atomic_write_via, checkpoint_dir, checkpoint_files, checkpoint_name, \
-    clean_orphans, committed_step, complete_steps, find_checkpoint, latest_pointer, state_file
+from .rundir import atomic_write_bytes, atomic_write_via, best_step, checkpoint_dir, checkpoint_files, \
+    checkpoint_name, clean_orphans, committed_step, complete_steps, find_checkpoint, latest_pointer, state_file
 
 FORMAT = "consistency-studio/1"
 KEEP = 3  # complete checkpoints kept per run
@@ -104,8 +104,9 @@ def save_checkpoint(run_dir: Path, step: int, config: TrainConfig, weights: dict
 
 
 def _prune(run_dir: Path, keep: int, saved: int) -> None:
-    """Keep the newest `keep` complete checkpoints up to the one just saved."""
-    for step in [s for s in complete_steps(checkpoint_dir(run_dir)) if s <= saved][:-keep]:
+    """Keep the newest `keep` complete checkpoints up to the one just saved, and the best-scored one."""
+    best = best_step(run_dir)
+    for step in [s for s in complete_steps(checkpoint_dir(run_dir)) if s <= saved and s != best][:-keep]:
         for file in checkpoint_files(run_dir, step):
             file.unlink(missing_ok=True)
 

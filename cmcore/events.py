@@ -49,6 +49,17 @@ class RolledBack:
 
 
 @dataclass
+class Scored:
+    """The checkpoint of `step` was scored on the held-out images (cmcore.evaluation): `scores` maps sampling
+    steps to the score (lower is better), `gap` is the held-out minus training denoising error (None without
+    a split), `best` whether this checkpoint is now the run's best (RUN/checkpoints/best)."""
+    step: int
+    scores: dict[int, float]
+    gap: float | None
+    best: bool
+
+
+@dataclass
 class Warning:  # noqa: A001 - cmcore.events.Warning; the builtin is not used here
     """Something failed that training survives (a preview or metrics line not written: full disk; a preview
     out of memory; a non-finite loss rolled back): one line for the front ends to show."""

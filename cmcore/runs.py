@@ -14,7 +14,8 @@ import platformdirs
 
 from .config import TrainConfig
 from .errors import ConfigError
-from .rundir import CONFIG, METRICS, has_checkpoint, latest_pointer, lock_owner, progress, read_metrics
+from .rundir import CONFIG, METRICS, best_step, has_checkpoint, latest_pointer, progress, read_metrics
+from .runlock import lock_owner
 
 
 @dataclass
@@ -29,6 +30,8 @@ class RunInfo:
     has_checkpoint: bool = False
     busy_by: dict | None = None  # the lock record ({"pid", "host", "started"}) of the process training it now
     error: str | None = None  # why the run cannot be read (then method is "", step and max_steps 0)
+    score: float | None = None  # the best checkpoint's 1-step score on the held-out images (lower is better)
+    best_step: int | None = None  # the step of that checkpoint (RUN/checkpoints/best)
 
 
 def default_workspace() -> Path:
@@ -48,14 +51,25 @@ def read_run(path: Path) -> RunInfo:
         records = read_metrics(path)
         # A stop between two log lines saves steps the metrics do not show yet; resuming starts there.
         step, _ = progress(path)
-        loss = records[-1].get("loss") if records else None
-        if not (isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss)):
-            loss = None
-        return RunInfo(path, path.name, config.method, step, config.max_steps, loss, updated, has_checkpoint(path),
-                       busy)
+        losses = [r["loss"] for r in records if _number(r.get("loss"))]
+        best = best_step(path)
+        return RunInfo(path, path.name, config.method, step, config.max_steps, losses[-1] if losses else None,
+                       updated, has_checkpoint(path), busy, score=_score_at(records, best), best_step=best)
     except (ConfigError, OSError, ValueError, TypeError, OverflowError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return RunInfo(path, path.name, "", 0, 0, None, updated, False, busy, error=reason)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _score_at(records: list[dict], step: int | None, steps: int = 1) -> float | None:
+    """The `steps`-step score logged for the checkpoint of `step` (the last such record), or None."""
+    if step is None:
+        return None
+    found = [r["score"].get(str(steps)) for r in records if r["step"] == step and isinstance(r.get("score"), dict)]
+    return found[-1] if found and _number(found[-1]) else None
 
 
 def _updated(path: Path) -> float:

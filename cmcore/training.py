@@ -2,14 +2,14 @@
 
 Runs in whatever thread calls `run()`; `request_stop()`, `pause()` and `unpause()` are
 thread-safe flags checked between steps, so a GUI never has to queue anything. A front end in another
-process asks through the run folder's control file (cmcore.rundir.write_control), read every half second.
+process asks through the run folder's control file (cmcore.runlock.write_control), read every half second.
 
 Under torchrun the same Trainer is one process of a run of several (cmcore.distributed: the global batch is
 split across them, DDP averages the gradients, rank 0 alone writes the run folder and emits events, one small
 all-reduce per step makes every process see the same loss, clock and stop/pause flags). Alone it asks
 cmcore.distributed for a plain context, which changes nothing.
 
-One run, one writer: `setup()` takes the run folder's lock (cmcore.rundir.acquire_lock) and `run()`
+One run, one writer: `setup()` takes the run folder's lock (cmcore.runlock.acquire_lock) and `run()`
 gives it back when it ends, however it ends. What training survives (a preview or a metrics line that
 cannot be written, a preview out of memory, a non-finite loss rolled back) is reported as an
 `events.Warning`; what it does not is one CmcoreError.
@@ -36,9 +36,9 @@ from .errors import CheckpointError, ConfigError, OutOfMemoryError, SaveError, T
 from .errors import reason as _why
 from .guard import SpikeGuard
 from .model import build_model, load_model
-from .rundir import CONFIG, DATA_REPORT, METRICS, PREVIEWS, acquire_lock, append_metrics, atomic_write_bytes, \
-    file_digest, find_checkpoint, has_checkpoint, release_lock, remove_checkpoints_after, truncate_metrics
-from .rundir import clear_control, read_control
+from .rundir import CONFIG, DATA_REPORT, METRICS, PREVIEWS, append_metrics, atomic_write_bytes, file_digest, \
+    find_checkpoint, has_checkpoint, remove_checkpoints_after, truncate_metrics
+from .runlock import acquire_lock, clear_control, read_control, release_lock
 from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
 from .nets import count_parameters
 from .precond import ConsistencyFunction

@@ -3,7 +3,7 @@
 Listing reads every run's metrics, so it runs in the background; the result is also
 handed to the Train pane (CD teachers) and the Gallery (run chooser) by the main window.
 Deleting runs in the background too (a run folder can hold gigabytes of checkpoints).
-A run being trained (in this window, or by another process: cmcore.rundir.lock_owner) can
+A run being trained (in this window, or by another process: cmcore.runlock.lock_owner) can
 be neither resumed nor deleted; an unreadable run is listed with the reason.
 """
 from __future__ import annotations
@@ -51,15 +51,12 @@ def _remove_run(path: str) -> str:
 
 
 def lock_owner(path: str | Path) -> dict | None:
-    """Who is training the run now (cmcore.rundir.lock_owner; None when nobody, or when the
+    """Who is training the run now (cmcore.runlock.lock_owner; None when nobody, or when the
     engine cannot tell)."""
-    from cmcore import rundir  # torch-free
+    from cmcore import runlock  # torch-free
 
-    owner_of = getattr(rundir, "lock_owner", None)
-    if owner_of is None:
-        return None
     try:
-        return owner_of(path)
+        return runlock.lock_owner(path)
     except Exception:  # noqa: BLE001 - an unreadable lock must not break the pane
         log.warning("could not read the lock of %s", path, exc_info=True)
         return None

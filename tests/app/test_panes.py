@@ -10,7 +10,6 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from app import settings
-from app.panes.runs_pane import default_workspace
 from cmcore import TrainConfig
 
 from .helpers import configure, control, train_run, wait_for_data

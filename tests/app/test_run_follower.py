@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cmcore import TrainConfig, rundir
+from cmcore import TrainConfig, rundir, runlock
 from cmcore.devices import DeviceInfo
 
 from app import run_follower
@@ -63,7 +63,7 @@ def test_all_gpus_trains_in_a_torchrun_child_that_the_pane_follows_and_closing_s
 
     # Pause reaches the ranks through the control file: the run stops logging; Resume lets it go on
     click(qtbot, tp.pause_button)
-    assert rundir.read_control(run) == {"pause": True, "stop": False}
+    assert runlock.read_control(run) == {"pause": True, "stop": False}
     qtbot.wait(1500)  # the next poll of the control file, and the step in flight
     paused_at = steps_logged(run)
     qtbot.wait(1500)
@@ -76,7 +76,7 @@ def test_all_gpus_trains_in_a_torchrun_child_that_the_pane_follows_and_closing_s
     assert dialog_log.confirms and dialog_log.confirms[-1][0] == "Training is running"
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=120_000)
     assert follower.proc.returncode == 0
-    assert rundir.latest_step(run) == follower.final_step == steps_logged(run) and rundir.lock_owner(run) is None
+    assert rundir.latest_step(run) == follower.final_step == steps_logged(run) and runlock.lock_owner(run) is None
     assert dialog_log.errors == []
 
 

@@ -178,14 +178,14 @@ def _engine_has(module, name: str) -> bool:
     return hasattr(importlib.import_module(module), name)
 
 
-@pytest.mark.skipif(not _engine_has("cmcore.rundir", "acquire_lock"), reason="engine without run locks")
+@pytest.mark.skipif(not _engine_has("cmcore.runlock", "acquire_lock"), reason="engine without run locks")
 def test_a_run_locked_by_another_process_is_busy_end_to_end(qtbot, make_window, tmp_path, dialog_log):
     import subprocess
     import sys
 
     workspace = tmp_path / "runs"
     run = train_run(workspace, "ct-locked")
-    code = ("import sys, time\nfrom cmcore.rundir import acquire_lock\nacquire_lock(sys.argv[1])\n"
+    code = ("import sys, time\nfrom cmcore.runlock import acquire_lock\nacquire_lock(sys.argv[1])\n"
             "print('locked', flush=True)\ntime.sleep(120)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
     try:

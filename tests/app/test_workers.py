@@ -79,12 +79,12 @@ def test_resume_sends_the_earlier_curve_first(qtbot, tmp_path):
 def test_quick_refusals_come_before_the_training_thread_decodes(qtbot, tmp_path, monkeypatch):
     """The worker decodes the data itself (stoppably) when it is given none: a missing folder or a
     run another process trains is refused first, in the engine's words, not after the decoding."""
-    import cmcore.rundir
+    import cmcore.runlock
 
     worker = workers.TrainingWorker(_config().replace(data=str(tmp_path / "gone")), tmp_path / "run")
     got = run_worker(qtbot, worker)
     assert [i.kind for i in got.failed] == ["ConfigError"] and got.failed[0].message.startswith("data: the folder")
 
-    monkeypatch.setattr(cmcore.rundir, "lock_owner", lambda run_dir: {"pid": 4242, "host": "lab-pc"})
+    monkeypatch.setattr(cmcore.runlock, "lock_owner", lambda run_dir: {"pid": 4242, "host": "lab-pc"})
     got = run_worker(qtbot, workers.TrainingWorker(_config(), tmp_path / "busy"))
     assert [i.kind for i in got.failed] == ["RunBusyError"] and "pid 4242 on lab-pc" in got.failed[0].message

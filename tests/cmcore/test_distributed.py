@@ -14,7 +14,6 @@ step's loss moves by ~15 % from batch to batch, the mean of 20 by ~3-4 %).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -32,7 +31,8 @@ from cmcore.checkpoint import load_checkpoint
 from cmcore.cli import main as cli_main
 from cmcore.config import TrainConfig
 from cmcore.errors import ConfigError
-from cmcore.rundir import LOCK, latest_step, lock_owner, read_metrics
+from cmcore.rundir import LOCK, latest_step, read_metrics
+from cmcore.runlock import lock_owner
 from cmcore.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,11 +137,12 @@ def test_a_process_group_of_one_trains_bit_for_bit_what_a_single_process_trains(
 
 
 def test_the_control_file_pauses_resumes_and_stops_a_run_of_another_process(tmp_path):
-    """What the app's Pause/Resume/Stop write for a run it follows (rundir.write_control), read by the training
+    """What the app's Pause/Resume/Stop write for a run it follows (runlock.write_control), read by the training
     process every half second; a stale request does not stop the run's next resume."""
     import threading
 
-    from cmcore.rundir import CONTROL, read_control, write_control
+    from cmcore.rundir import CONTROL
+    from cmcore.runlock import read_control, write_control
 
     run = tmp_path / "run"
     seen = []

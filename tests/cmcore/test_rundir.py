@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cmcore import rundir
+from cmcore import rundir, runlock
 from cmcore.config import TrainConfig
 from cmcore.errors import CheckpointError, RunBusyError
 
@@ -140,18 +140,18 @@ def test_orphans_of_killed_writes_are_cleaned(tmp_path):
 
 # --- one run, one writer ---------------------------------------------------------------------------------
 def test_the_lock_names_its_owner_and_refuses_a_second_writer(tmp_path):
-    assert rundir.lock_owner(tmp_path) is None
-    record = rundir.acquire_lock(tmp_path)
-    owner = rundir.lock_owner(tmp_path)
+    assert runlock.lock_owner(tmp_path) is None
+    record = runlock.acquire_lock(tmp_path)
+    owner = runlock.lock_owner(tmp_path)
     assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname() and owner["started"] > 0
     with pytest.raises(RunBusyError, match=rf"this run \(.*\) is being trained by pid {os.getpid()} on "
                                            rf"{re.escape(socket.gethostname())}") as caught:
-        rundir.acquire_lock(tmp_path)
+        runlock.acquire_lock(tmp_path)
     assert "\n" not in str(caught.value)
-    rundir.release_lock(tmp_path, {"token": "someone else's"})  # never removes another owner's lock
-    assert rundir.lock_owner(tmp_path) is not None
-    rundir.release_lock(tmp_path, record)
-    assert rundir.lock_owner(tmp_path) is None and not (tmp_path / rundir.LOCK).exists()
+    runlock.release_lock(tmp_path, {"token": "someone else's"})  # never removes another owner's lock
+    assert runlock.lock_owner(tmp_path) is not None
+    runlock.release_lock(tmp_path, record)
+    assert runlock.lock_owner(tmp_path) is None and not (tmp_path / rundir.LOCK).exists()
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
@@ -159,24 +159,24 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead.wait()  # exited and reaped: its pid names no process (until reused)
     path = tmp_path / rundir.LOCK
     path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": time.time()}))
-    assert rundir.lock_owner(tmp_path) is None
-    record = rundir.acquire_lock(tmp_path)
+    assert runlock.lock_owner(tmp_path) is None
+    record = runlock.acquire_lock(tmp_path)
     assert json.loads(path.read_text())["pid"] == os.getpid()
-    rundir.release_lock(tmp_path, record)
+    runlock.release_lock(tmp_path, record)
     # a reused pid: alive, but started at another time than the lock's owner did
     if sys.platform.startswith("linux"):
-        assert rundir._alive(os.getppid(), -1) is False and rundir._alive(os.getppid(), None) is True
+        assert runlock._alive(os.getppid(), -1) is False and runlock._alive(os.getppid(), None) is True
     # a process on another host cannot be asked: busy, with what to do if it is gone
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": time.time()}))
     with pytest.raises(RunBusyError, match=r"pid 1 on elsewhere .*\(if that process is gone, delete .*\.lock\)$"):
-        rundir.acquire_lock(tmp_path)
+        runlock.acquire_lock(tmp_path)
     # an empty lock (killed between creating and writing it) is busy for a moment, then stale
     path.write_text("")
-    assert rundir.lock_owner(tmp_path) == {"pid": None}
+    assert runlock.lock_owner(tmp_path) == {"pid": None}
     old = time.time() - 60
     os.utime(path, (old, old))
-    assert rundir.lock_owner(tmp_path) is None
-    rundir.release_lock(tmp_path, rundir.acquire_lock(tmp_path))
+    assert runlock.lock_owner(tmp_path) is None
+    runlock.release_lock(tmp_path, runlock.acquire_lock(tmp_path))
 
 
 # --- metrics.jsonl on a full disk -------------------------------------------------------------------------

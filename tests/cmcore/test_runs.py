@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from cmcore import rundir
+from cmcore import runlock
 from cmcore.runs import list_runs, read_run
 
 
@@ -43,20 +43,20 @@ def test_broken_run_folders_are_listed_as_unreadable_with_the_reason(tmp_path):
 
 def test_a_run_being_trained_is_listed_with_its_owner(tmp_path):
     folder = _run(tmp_path / "busy")
-    record = rundir.acquire_lock(folder)
+    record = runlock.acquire_lock(folder)
     try:
         info = read_run(folder)
         assert info.busy_by["pid"] == os.getpid() and info.error is None
     finally:
-        rundir.release_lock(folder, record)
+        runlock.release_lock(folder, record)
     assert read_run(folder).busy_by is None
 
 
 def test_listing_runs_and_locks_never_imports_torch(tmp_path):
     _run(tmp_path / "r", metrics='{"step": 1, "loss": 1.0}\n')
-    code = ("import sys; from cmcore import rundir, runs; "
-            f"runs.list_runs({str(tmp_path)!r}); rundir.lock_owner({str(tmp_path / 'r')!r}); "
-            f"rundir.release_lock({str(tmp_path / 'r')!r}, rundir.acquire_lock({str(tmp_path / 'r')!r})); "
+    code = ("import sys; from cmcore import runlock, runs; "
+            f"runs.list_runs({str(tmp_path)!r}); runlock.lock_owner({str(tmp_path / 'r')!r}); "
+            f"runlock.release_lock({str(tmp_path / 'r')!r}, runlock.acquire_lock({str(tmp_path / 'r')!r})); "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,5 +1,4 @@
 """cmcore/schedules.py: the curriculum, time pairs, loss weight, EMA warm-up and learning-rate schedule."""
-import math
 
 import pytest
 import torch

@@ -16,7 +16,8 @@ from cmcore.checkpoint import load_checkpoint
 from cmcore.config import TrainConfig
 from cmcore.errors import ConfigError, TrainingError
 from cmcore.generator import load_generator
-from cmcore.rundir import checkpoint_name, find_checkpoint, latest_step, lock_owner, read_metrics
+from cmcore.rundir import checkpoint_name, find_checkpoint, latest_step, read_metrics
+from cmcore.runlock import lock_owner
 from cmcore.runs import list_runs
 from cmcore.training import Trainer
 
