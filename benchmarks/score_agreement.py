@@ -49,7 +49,7 @@ def _config(method: str, steps: int) -> TrainConfig:
 def demo_split() -> tuple[torch.Tensor, list[int], list[int]]:
     """The demo images a run trains on (32 px, RGB), their training and held-out indices (seed 0)."""
     from cmcore.data.demo import make_demo
-    from cmcore.score import held_out_indices, train_indices
+    from cmcore.split import held_out_indices, train_indices
 
     images, _ = make_demo(32, 3)
     return images, train_indices(len(images), SPLIT_SEED), held_out_indices(len(images), SPLIT_SEED)
@@ -68,7 +68,7 @@ def train_kept(out: Path, method: str, steps: int, keep: tuple[int, ...]) -> dic
     records them), copying the checkpoints of the steps in `keep` to OUT/METHOD_kept (a run keeps only its
     newest few); the kept files by step. Kept files already there are reused."""
     from cmcore import events
-    from cmcore.score import write_split
+    from cmcore.split import write_split
     from cmcore.training import Trainer
 
     run, kept = out / method, out / f"{method}_kept"
@@ -293,7 +293,8 @@ def overfit(out: Path) -> list[dict]:
     from cmcore.data import DataReport, ImageDataset, load_dataset
     from cmcore.data.demo import make_demo
     from cmcore.rundir import checkpoint_dir, checkpoint_files, complete_steps
-    from cmcore.score import score_checkpoint, train_indices, write_split
+    from cmcore.score_report import score_checkpoint
+    from cmcore.split import train_indices, write_split
     from cmcore.training import Trainer
 
     folder, run = out / "tiny64" / "images", out / "tiny64" / "run"

@@ -301,7 +301,7 @@ def _bench(args) -> int:
 
 
 def _score(args) -> int:
-    from .score import main as score_main
+    from .score_report import main as score_main
 
     return score_main(args)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmcore import score
+from cmcore import memorisation, score, split
 from cmcore.cli import main
 from cmcore.data.demo import make_demo
 
@@ -72,42 +72,42 @@ def test_frechet_distance_of_known_gaussians():
 @pytest.mark.parametrize("n,expected", [(0, 0), (1, 0), (7, 0), (8, 4), (40, 20), (63, 31), (64, 32), (1000, 32),
                                         (1600, 32), (4096, 82), (10000, 200), (50000, 1000), (200000, 1000)])
 def test_held_out_size_rules(n, expected):
-    assert score.held_out_size(n) == expected
-    held, train = score.held_out_indices(n, 5), score.train_indices(n, 5)
+    assert split.held_out_size(n) == expected
+    held, train = split.held_out_indices(n, 5), split.train_indices(n, 5)
     assert len(held) == expected and len(train) == n - expected
     assert not set(held) & set(train) and sorted(held + train) == list(range(n))
     assert held == sorted(held) and train == sorted(train)
 
 
 def test_the_split_is_deterministic_per_seed_and_recorded(tmp_path):
-    assert score.held_out_indices(4096, 0) == score.held_out_indices(4096, 0)
-    assert score.held_out_indices(4096, 0) != score.held_out_indices(4096, 1)
-    held = score.write_split(tmp_path, 4096, 3)
-    assert score.read_split(tmp_path) == {"num_images": 4096, "seed": 3, "held_out": held}
-    assert score.read_split(tmp_path / "none") is None
-    (tmp_path / score.SPLIT_FILE).write_text('{"num_images": 4, "held_out": [9]}')
-    assert score.read_split(tmp_path) is None  # an index outside the data: not a split
+    assert split.held_out_indices(4096, 0) == split.held_out_indices(4096, 0)
+    assert split.held_out_indices(4096, 0) != split.held_out_indices(4096, 1)
+    held = split.write_split(tmp_path, 4096, 3)
+    assert split.read_split(tmp_path) == {"num_images": 4096, "seed": 3, "held_out": held}
+    assert split.read_split(tmp_path / "none") is None
+    (tmp_path / split.SPLIT_FILE).write_text('{"num_images": 4, "held_out": [9]}')
+    assert split.read_split(tmp_path) is None  # an index outside the data: not a split
 
 
 # --- memorisation -----------------------------------------------------------------------------------------
 def test_nearest_training_finds_an_exact_copy(demo):
     train = demo[:500]
     picks = torch.tensor([3, 141, 499, 250])
-    dist, idx = score.nearest_training(train[picks], train, k=2)
+    dist, idx = memorisation.nearest_training(train[picks], train, k=2)
     assert idx[:, 0].tolist() == picks.tolist()
     assert torch.all(dist[:, 0] == 0) and torch.all(dist[:, 1] > 0)
 
 
 def test_near_copy_share_is_one_for_training_images_and_zero_for_noise(demo):
     train, held = demo[:500], demo[500:580]
-    copies = score.near_copies(train[:64], train, held)
+    copies = memorisation.near_copies(train[:64], train, held)
     assert copies["share"] == 1.0
     assert 0 < copies["threshold"] < copies["median_neighbour"]  # augmented copies sit closer than distinct images
     assert copies["held_out_share"] <= 0.05  # held-out images are no copies: the false-alarm rate
-    augmented = score.near_copies(score.light_augment(train[100:164], seed=7), train)
+    augmented = memorisation.near_copies(memorisation.light_augment(train[100:164], seed=7), train)
     assert augmented["share"] >= 0.8
     noise = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    assert score.near_copies(noise, train)["share"] == 0.0
+    assert memorisation.near_copies(noise, train)["share"] == 0.0
 
 
 # --- overfitting: the denoising error -------------------------------------------------------------------
@@ -134,16 +134,16 @@ def test_denoising_error_of_the_identity_is_known(demo):
 
     x0 = score.as_float(demo[:20])
     z = ImageNoise.for_images(0, 20).draw(x0)
-    errors = score.denoising_error(Identity(), demo[:20], times=(0.2, 0.5), batch=8)
+    errors = memorisation.denoising_error(Identity(), demo[:20], times=(0.2, 0.5), batch=8)
     for t in (0.2, 0.5):
         assert errors[t] == pytest.approx(float((t * (z - x0)).square().mean()), rel=1e-5)
 
 
 def test_the_denoising_gap_sees_a_memorising_model(demo):
     train, held = demo[:64], demo[64:96]
-    gap = score.overfitting_gap(Memoriser(train), train, held, times=(0.2,))
+    gap = memorisation.overfitting_gap(Memoriser(train), train, held, times=(0.2,))
     assert gap["train"][0] < 1e-8 < gap["held_out"][0] and gap["gap"][0] > 0.05
-    fair = score.overfitting_gap(Identity(), train, held, times=(0.2,))
+    fair = memorisation.overfitting_gap(Identity(), train, held, times=(0.2,))
     assert abs(fair["gap"][0]) < 0.2 * fair["train"][0]  # the same function on both: no gap to speak of
 
 
@@ -187,7 +187,7 @@ def test_cmcore_score_uses_the_runs_split(tiny_run, capsys, tmp_path):
 
     run = tmp_path / "split_run"
     shutil.copytree(tiny_run, run)
-    held = score.write_split(run, 4096, 0)
+    held = split.write_split(run, 4096, 0)
     assert main(["score", str(run), "--steps", "1", "--num", "8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["held_out"] is True and result["num_reference"] == len(held) == 82
