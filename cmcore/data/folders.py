@@ -1,57 +1,34 @@
-"""A folder of images: scanning it, decoding each file defensively, resizing and cropping.
+"""A folder of images: scan it, decode its files in a few threads into one buffer, cache it.
 
-Folders come from users, so every file is opened defensively: a bad file is skipped and
-reported with a reason, never fatal (too large, not an image, truncated, unreadable).
-Every PIL mode ends up as 8-bit L or RGB (16-bit scaled rather than clipped, transparency
-composited onto white, EXIF orientation applied), then the shorter side is resized to
-the resolution and the centre cropped. Decoded folders are cached (see ``cache``).
+Scanning is ``scan`` (progress while walking, cancel), decoding one file is ``decode`` (a
+bad file is skipped with a reason, never fatal). Decoded folders are cached (see ``cache``).
 
 Memory stays bounded: the decoded images go straight into one preallocated uint8 tensor
 (rows written as files finish, put in file order in place at the end, the unused rows of
 skipped files released), so the peak is about the final tensor, not a list of arrays plus
 their stack. The channel count of an "auto" load is decided before decoding from the
 files' headers (colour as soon as one header is colour), so a grayscale folder never
-holds a three-channel buffer. The folder walk reports how many image files it has found
-and polls ``cancel`` between directory entries, so a huge tree can be watched and stopped
-while it is scanned.
+holds a three-channel buffer.
 """
 from __future__ import annotations
 
 import itertools
-import math
 import os
-import re
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError
 from .cache import cache_key, default_cache_dir, entry_name, read_cache, write_cache
 from .dataset import DataReport, SkippedFile
-
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
-GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-SCAN_REPORT_INTERVAL_S = 0.1  # how often the folder walk reports the count found so far
-_clock = time.monotonic
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    path: Path
-    relative: str
-    size: int  # -1 when stat failed (decoding then reports why)
-    mtime_ns: int
+from .decode import decode_file, header_is_gray
+from .decode import prepare as _prepare  # noqa: F401 - cmcore.editing imports it from here
+from .scan import IMAGE_EXTENSIONS, Candidate, check_cancel, find_candidates
 
 
 def load_folder(
@@ -66,7 +43,7 @@ def load_folder(
     scan_progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, DataReport]:
     """Every usable image under ``folder`` (resolved), from the cache when it is current."""
-    candidates = _find_candidates(folder, scan_progress, cancel)
+    candidates = find_candidates(folder, scan_progress, cancel)
     if not candidates:
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise DataError(f"No image files ({exts}) found in {folder}")
@@ -93,11 +70,6 @@ def load_folder(
     return images, DataReport(str(folder), len(images), resolution, images.shape[1], skipped)
 
 
-def check_cancel(cancel: Callable[[], bool] | None) -> None:
-    if cancel is not None and cancel():
-        raise DataError("cancelled")
-
-
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """uint8 [..., C, H, W] with C in {1, 3} -> ``channels``; gray uses PIL's luma."""
     have = images.shape[-3]
@@ -109,80 +81,11 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return ((r * 299 + g * 587 + b * 114 + 500) // 1000).to(torch.uint8).unsqueeze(-3)
 
 
-# --------------------------------------------------------------------------- scanning
-
-
-def _find_candidates(
-    folder: Path,
-    scan_progress: Callable[[int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> list[_Candidate]:
-    """Image-extension files under ``folder``, sorted; directory links are not followed.
-
-    The walk is ``os.walk``'s (a directory that cannot be listed is passed over, links to
-    directories are listed but not entered) done entry by entry, so ``cancel`` is polled
-    before every directory and every entry. ``scan_progress(found)`` gets the number of
-    image files found so far: at the first, then every ``SCAN_REPORT_INTERVAL_S``, then
-    once more with the final count.
-    """
-    found: list[_Candidate] = []
-    last_report = None
-    stack = [(str(folder), "")]
-    while stack:
-        directory, prefix = stack.pop()
-        check_cancel(cancel)
-        here: list[_Candidate] = []  # kept only if the whole directory could be listed
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    check_cancel(cancel)
-                    if _is_directory(entry):
-                        if not _is_link(entry):
-                            stack.append((entry.path, f"{prefix}{entry.name}/"))
-                    elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                        here.append(_stat_candidate(Path(entry.path), prefix + entry.name))
-                        now = _clock()
-                        if scan_progress and (
-                            last_report is None or now - last_report >= SCAN_REPORT_INTERVAL_S
-                        ):
-                            last_report = now
-                            scan_progress(len(found) + len(here))
-                            check_cancel(cancel)
-        except OSError:
-            continue
-        found += here
-    if scan_progress:
-        scan_progress(len(found))
-    return sorted(found, key=lambda c: c.relative)
-
-
-def _is_directory(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
-def _is_link(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_symlink()
-    except OSError:
-        return False
-
-
-def _stat_candidate(path: Path, relative: str) -> _Candidate:
-    try:
-        st = path.stat()
-    except OSError:
-        return _Candidate(path, relative, -1, -1)
-    return _Candidate(path, relative, st.st_size, st.st_mtime_ns)
-
-
 # --------------------------------------------------------------------------- decoding
 
 
 def _decode_all(
-    candidates: Sequence[_Candidate],
+    candidates: Sequence[Candidate],
     resolution: int,
     wanted: int | None,
     max_pixels: int,
@@ -206,7 +109,7 @@ def _decode_all(
         try:
             channels = wanted or _header_channels(pool, candidates, max_pixels, workers, cancel)
             rows = _Rows(total, channels, resolution, auto=wanted is None)
-            decode = lambda c: _decode_file(c, resolution, max_pixels)  # noqa: E731
+            decode = lambda c: decode_file(c, resolution, max_pixels)  # noqa: E731
             for done, (index, result) in enumerate(
                 _completed(pool, decode, candidates, 4 * workers), start=1
             ):
@@ -246,7 +149,7 @@ def _completed(
 
 def _header_channels(
     pool: ThreadPoolExecutor,
-    candidates: Sequence[_Candidate],
+    candidates: Sequence[Candidate],
     max_pixels: int,
     workers: int,
     cancel: Callable[[], bool] | None,
@@ -254,7 +157,7 @@ def _header_channels(
     """3 as soon as one file's header is colour, else 1: the "auto" channel count, read
     before decoding so the buffer is allocated once with it. Only an all-grayscale folder
     has every header read (cheap, except palette images, whose palette PIL must load)."""
-    peeks = _completed(pool, lambda c: _header_is_gray(c, max_pixels), candidates, 4 * workers)
+    peeks = _completed(pool, lambda c: header_is_gray(c, max_pixels), candidates, 4 * workers)
     try:
         for _, gray in peeks:
             check_cancel(cancel)
@@ -263,20 +166,6 @@ def _header_channels(
     finally:
         peeks.close()
     return 1
-
-
-def _header_is_gray(candidate: _Candidate, max_pixels: int) -> bool | None:
-    """``_is_grayscale`` of the opened file exactly as decoding would compute it, or None
-    for a file decoding will skip anyway (empty, too large, unreadable, not an image)."""
-    if candidate.size == 0:
-        return None
-    try:
-        with Image.open(candidate.path) as im:
-            if im.size[0] * im.size[1] > max_pixels:
-                return None
-            return _is_grayscale(im)
-    except Exception:  # whatever it is, decoding meets it again and gives the reason
-        return None
 
 
 class _Rows:
@@ -354,77 +243,3 @@ def _sort_rows(rows: np.ndarray, order: Sequence[int]) -> None:
             j = source[j]
         rows[j] = scratch
         placed[j] = True
-
-
-def _decode_file(
-    candidate: _Candidate, resolution: int, max_pixels: int
-) -> tuple[np.ndarray, bool] | str:
-    """(uint8 array [R,R] or [R,R,3], is_grayscale), or the reason the file is skipped.
-
-    Never raises: every failure of a user's file becomes a short reason.
-    """
-    if candidate.size == 0:
-        return "empty file"
-    try:
-        with Image.open(candidate.path) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                return f"too large ({width}×{height} pixels)"
-            return _prepare(im, resolution)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Raised by Image.open before the size is known to us; PIL's message has it.
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        return f"too large ({found.group(1)} pixels)" if found else "too large"
-    except UnidentifiedImageError:
-        return "not an image"
-    except OSError as exc:
-        if exc.errno is not None:
-            return f"unreadable: {exc.strerror}"
-        return "truncated or corrupt"
-    except Exception:  # PIL raises SyntaxError, ValueError, EOFError... on broken files
-        return "truncated or corrupt"
-
-
-def _prepare(im: Image.Image, resolution: int) -> tuple[np.ndarray, bool]:
-    """First frame -> upright 8-bit L or RGB, shorter side to ``resolution``, centre crop."""
-    gray = _is_grayscale(im)
-    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for no less than needed.
-    scale = resolution / min(im.size)
-    im.draft(im.mode, (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
-    im = ImageOps.exif_transpose(im)
-    im = _to_8bit(im, gray)
-    width, height = im.size
-    side = min(width, height)
-    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-    im = im.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    return np.array(im), gray  # a writable copy: torch.from_numpy warns on read-only arrays
-
-
-def _is_grayscale(im: Image.Image) -> bool:
-    """By mode; palette images count as gray when every palette entry is a gray."""
-    if im.mode in GRAYSCALE_MODES:
-        return True
-    if im.mode in ("P", "PA") and im.palette is not None and im.palette.mode == "RGB":
-        entries = np.asarray(im.getpalette() or [1, 0, 0]).reshape(-1, 3)
-        return bool((entries == entries[:, :1]).all())
-    return False
-
-
-def _to_8bit(im: Image.Image, gray: bool) -> Image.Image:
-    """Any PIL mode -> "L" (if ``gray``) or "RGB"; transparency is composited onto white."""
-    if im.mode in _HIGH_DEPTH_MODES:
-        return _high_depth_to_l(im)
-    if im.mode in _ALPHA_MODES or "transparency" in im.info:
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im.convert("RGBA"))
-    return im.convert("L" if gray else "RGB")
-
-
-def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    """16/32-bit integer images are taken as 16-bit (the PNG/TIFF norm) and floats as
-    [0, 1] when they fit it (else 16-bit), then scaled to 8 bits; PIL would clip instead.
-    """
-    values = np.asarray(im).astype(np.float64)
-    full_scale = 1.0 if im.mode == "F" and values.size and values.max() <= 1.0 else 65535.0
-    scaled = np.clip(np.rint(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
-    return Image.fromarray(scaled, "L")

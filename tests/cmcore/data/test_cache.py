@@ -28,7 +28,7 @@ def test_second_load_is_a_cache_hit_without_decoding(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(folders, "_decode_file", no_decoding)
+    monkeypatch.setattr(folders, "decode_file", no_decoding)
     second = load_dataset(str(folder), 16, cache_dir=tmp_path / "cache")
     assert second.report.cache_hit
     assert torch.equal(first.images, second.images)
@@ -116,7 +116,7 @@ def test_cache_in_the_existing_format_is_read(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(folders, "_decode_file", no_decoding)
+    monkeypatch.setattr(folders, "decode_file", no_decoding)
     ds = load_dataset(str(folder), 8, cache_dir=cache_dir)
     assert ds.report.cache_hit and torch.equal(ds.images, images)
     assert [(s.path, s.reason) for s in ds.report.skipped] == [tuple(s) for s in skipped]
@@ -237,7 +237,7 @@ def test_an_entry_written_by_an_earlier_version_under_its_key_alone_is_still_rea
     first = load_dataset(str(folder), 8, cache_dir=cache_dir)
     [entry] = cache_dir.glob("*.pt")
     legacy = entry.rename(cache_dir / entry.name.partition("-")[2])  # KEY.pt
-    monkeypatch.setattr(folders, "_decode_file", lambda *a: pytest.fail("decoded although cached"))
+    monkeypatch.setattr(folders, "decode_file", lambda *a: pytest.fail("decoded although cached"))
     again = load_dataset(str(folder), 8, cache_dir=cache_dir)
     assert again.report.cache_hit and torch.equal(again.images, first.images)
     assert _entries(cache_dir) == [entry.name] and not legacy.exists()  # renamed SLOT-KEY.pt

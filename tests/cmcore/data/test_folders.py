@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cmcore.data import DataError, folders, load_dataset
+from cmcore.data import DataError, decode, folders, load_dataset, scan
 
 from .images import folder_of, noise
 
@@ -252,13 +252,13 @@ def _mixed_folder(tmp_path: Path) -> Path:
 def test_rows_finishing_out_of_order_come_out_in_file_order(tmp_path, monkeypatch):
     folder = _mixed_folder(tmp_path)
     expected = load_dataset(str(folder), 8, cache_dir=tmp_path / "c1")
-    decode = folders._decode_file
+    decode_file = folders.decode_file
 
     def late_first(candidate, *args):  # the earlier the file, the later it finishes
         time.sleep(0.02 * (7 - sorted(os.listdir(folder)).index(candidate.relative)))
-        return decode(candidate, *args)
+        return decode_file(candidate, *args)
 
-    monkeypatch.setattr(folders, "_decode_file", late_first)
+    monkeypatch.setattr(folders, "decode_file", late_first)
     got = load_dataset(str(folder), 8, cache_dir=tmp_path / "c2")
     assert torch.equal(got.images, expected.images) and got.report.skipped == expected.report.skipped
     [first], [second] = (tmp_path / "c1").glob("*.pt"), (tmp_path / "c2").glob("*.pt")
@@ -268,7 +268,7 @@ def test_rows_finishing_out_of_order_come_out_in_file_order(tmp_path, monkeypatc
 def test_a_colour_file_behind_gray_headers_widens_the_buffer(tmp_path, monkeypatch):
     folder = _mixed_folder(tmp_path)
     expected = load_dataset(str(folder), 8, cache_dir=tmp_path / "c1")
-    monkeypatch.setattr(folders, "_header_is_gray", lambda candidate, max_pixels: True)
+    monkeypatch.setattr(folders, "header_is_gray", lambda candidate, max_pixels: True)
     got = load_dataset(str(folder), 8, cache_dir=tmp_path / "c2")
     assert got.channels == 3 and torch.equal(got.images, expected.images)
     assert torch.equal(got.images[0, 0], got.images[0, 2])  # the gray rows written before stay gray
@@ -279,7 +279,7 @@ def test_a_skipped_colour_file_leaves_a_grayscale_set(tmp_path):
     so the set is gray (one channel) exactly as a forced one-channel load of it."""
     folder = folder_of(tmp_path, {f"g{i}.png": noise((20, 16), "L", seed=i) for i in range(4)})
     _write_half(folder / "c_colour.jpg", noise((64, 64)), "JPEG")
-    assert folders._header_is_gray(folders._stat_candidate(folder / "c_colour.jpg", "c"), 10**6) is False
+    assert decode.header_is_gray(scan.stat_candidate(folder / "c_colour.jpg", "c"), 10**6) is False
     ds = load_dataset(str(folder), 8, cache_dir=tmp_path / "c1")
     assert ds.channels == 1 and len(ds) == 4 and ds.report.skipped[0].reason == "truncated or corrupt"
     assert torch.equal(ds.images, load_dataset(str(folder), 8, 1, cache_dir=tmp_path / "c2").images)
@@ -320,8 +320,8 @@ def _never(*args, **kwargs):
 
 def test_scan_reports_the_files_found_and_can_be_cancelled_after_the_first_report(tmp_path, monkeypatch):
     folder = _many_files(tmp_path)
-    monkeypatch.setattr(folders, "_header_is_gray", _never)
-    monkeypatch.setattr(folders, "_decode_file", _never)
+    monkeypatch.setattr(folders, "header_is_gray", _never)
+    monkeypatch.setattr(folders, "decode_file", _never)
     reports: list[int] = []
     with pytest.raises(DataError, match="cancelled"):
         load_dataset(str(folder), 8, cache_dir=tmp_path / "cache",
@@ -333,7 +333,7 @@ def test_scan_reports_the_files_found_and_can_be_cancelled_after_the_first_repor
 def test_scan_reports_at_the_first_file_then_by_the_clock_then_the_total(tmp_path, monkeypatch):
     folder = _many_files(tmp_path, 40)
     ticks = iter(range(10**6))
-    monkeypatch.setattr(folders, "_clock", lambda: next(ticks) * 0.03)  # 30 ms per file
+    monkeypatch.setattr(scan, "_clock", lambda: next(ticks) * 0.03)  # 30 ms per file
     reports: list[int] = []
     with pytest.raises(DataError, match="No usable image"):  # the files are empty
         load_dataset(str(folder), 8, cache_dir=tmp_path / "cache", scan_progress=reports.append)
@@ -343,14 +343,14 @@ def test_scan_reports_at_the_first_file_then_by_the_clock_then_the_total(tmp_pat
 def test_scan_polls_cancel_between_every_two_files(tmp_path, monkeypatch):
     folder = _many_files(tmp_path, 50)
     log: list[str] = []
-    stat = folders._stat_candidate
+    stat = scan.stat_candidate
 
     def logged_stat(*args):
         log.append("stat")
         return stat(*args)
 
-    monkeypatch.setattr(folders, "_stat_candidate", logged_stat)
-    monkeypatch.setattr(folders, "_decode_file", _never)
+    monkeypatch.setattr(scan, "stat_candidate", logged_stat)
+    monkeypatch.setattr(folders, "decode_file", _never)
     with pytest.raises(DataError, match="cancelled"):
         load_dataset(str(folder), 8, cache_dir=tmp_path / "cache",
                      cancel=lambda: log.append("cancel") or log.count("stat") >= 30)
