@@ -1,5 +1,5 @@
-"""Background work: a registry of every QThread the app starts, a worker base class, and
-the training / decoding / generic workers.
+"""Background work: the worker base class and the training / decoding / generic workers
+(the thread registry and the cancel flag are in app.threads, re-exported here).
 
 Pattern: a QObject worker is moved to a fresh QThread; `thread.started` runs `worker.run`
 in that thread (direct connection), and `run` ends by moving the worker back to the GUI
@@ -17,91 +17,17 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 
 from .errors import ErrorInfo, describe
 
+# the app and its tests reach these through app.workers
+from .threads import Cancelled, CancelFlag, ThreadEntry, join_all, live_threads, start_worker  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-
-# --- thread registry ------------------------------------------------------------------------
-
-@dataclass
-class ThreadEntry:
-    thread: QThread
-    worker: QObject  # kept alive until the thread has finished
-    name: str
-    origin: str  # where it was started, for the test fixture's failure message
-
-
-_entries: list[ThreadEntry] = []
-
-
-def _prune() -> None:
-    for entry in list(_entries):
-        if entry.thread.isFinished():
-            entry.thread.wait()  # returns at once; makes sure the OS thread is gone
-            _entries.remove(entry)
-
-
-def start_worker(worker: "BaseWorker", name: str) -> QThread:
-    """Run `worker.run()` in a new QThread; the registry keeps both alive until it ends."""
-    _prune()
-    thread = QThread()
-    thread.setObjectName(name)
-    worker.moveToThread(thread)
-    thread.started.connect(worker.run, Qt.ConnectionType.DirectConnection)
-    origin = "".join(traceback.format_list(traceback.extract_stack(limit=8)[:-1]))
-    _entries.append(ThreadEntry(thread, worker, name, origin))
-    thread.start()
-    return thread
-
-
-def live_threads() -> list[ThreadEntry]:
-    _prune()
-    return [e for e in _entries if not e.thread.isFinished()]
-
-
-def join_all(timeout_ms: int = 30_000) -> bool:
-    """Wait for every registered thread; True if all finished in time."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    for entry in list(_entries):
-        remaining = max(0, int((deadline - time.monotonic()) * 1000))
-        if not entry.thread.wait(remaining):
-            return False
-    _prune()
-    return True
-
-
-# --- cancelling ---------------------------------------------------------------------------
-
-class Cancelled(Exception):
-    """A job stopped because it was asked to (window closing, a newer request): not an error."""
-
-
-class CancelFlag:
-    """Set from the GUI thread, polled by a job: `flag()` is a cancel callback for
-    cmcore.data.load_dataset, `flag.check()` raises Cancelled (e.g. in a sampler callback)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    __call__ = is_set
-
-    def check(self, *_args: Any) -> None:
-        """Raise Cancelled once the flag is set (extra arguments: usable as a sampler callback)."""
-        if self._event.is_set():
-            raise Cancelled()
 
 
 # --- workers --------------------------------------------------------------------------------
@@ -226,6 +152,7 @@ class TrainingWorker(BaseWorker):
     rolled_back = Signal(object)  # events.RolledBack
     warning = Signal(object)  # events.Warning: something failed that training survives
     history = Signal(object)  # list[dict]: the metrics.jsonl records of the run so far (resume)
+    scored = Signal(object)  # events.Scored: a checkpoint scored on the held-out images
     error_context = "Training"
 
     EMIT_INTERVAL_S = 0.1
@@ -336,7 +263,7 @@ class TrainingWorker(BaseWorker):
                 self.history.emit(records)
         signal = {"Started": self.run_started, "Preview": self.preview,
                   "CheckpointSaved": self.checkpoint_saved, "RolledBack": self.rolled_back,
-                  "Warning": self.warning, "Finished": self.run_finished}.get(name)
+                  "Warning": self.warning, "Scored": self.scored, "Finished": self.run_finished}.get(name)
         if signal is not None:
             signal.emit(event)
 
