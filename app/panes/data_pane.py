@@ -10,16 +10,16 @@ import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLineEdit,
-                               QProgressBar, QSizePolicy, QSpinBox, QSplitter, QTreeWidget, QTreeWidgetItem, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLineEdit, QProgressBar, QSizePolicy,
+                               QSpinBox, QWidget)
 
 from .. import dialogs, settings
 from ..errors import ErrorInfo
 from ..icons import icon_button
-from ..widgets.image_dialog import ImageDialog
-from ..widgets.images import ImageGrid
 from ..workers import DecodeWorker, start_worker
 from .common import card, muted, pane_layout, row
+from .data_cache_controls import CacheControls, size_text
+from .data_report_view import DataReportView
 
 SOURCES = [  # (key, label); torchvision sets need a root folder
     ("folder", "Image folder"),
@@ -29,7 +29,6 @@ SOURCES = [  # (key, label); torchvision sets need a root folder
     ("cifar10", "CIFAR-10 (torchvision files)"),
 ]
 CHANNELS = [("auto", "Auto (from the images)"), ("1", "Grayscale (1)"), ("3", "RGB (3)")]
-DEFAULT_CACHE_LIMIT_GB = 4.0  # cmcore.data.DEFAULT_CACHE_LIMIT_BYTES, without importing torch at start-up
 
 
 class DataPane(QWidget):
@@ -88,43 +87,19 @@ class DataPane(QWidget):
         self.cancel = icon_button("stop", "Cancel")
         self.cancel.setVisible(False)
         self.reload = icon_button("refresh", "Reload")
-        self.summary = muted("Choose a folder, the demo data or a torchvision set.")
-        self.summary.setObjectName("bigNumber")
-        self.detail = muted("")
-        self.detail.setWordWrap(True)
-
-        # the decoded-folder cache: how much it holds, its limit, and a way to empty it
-        self.cache_label = muted("")
-        self.cache_limit = QDoubleSpinBox()
-        self.cache_limit.setRange(0.0, 1024.0)
-        self.cache_limit.setDecimals(1)
-        self.cache_limit.setSingleStep(0.5)
-        self.cache_limit.setSuffix(" GB")
-        self.cache_limit.setSpecialValueText("no cache")
-        self.cache_limit.setToolTip("Decoded folders are cached so the next run starts at once; the least "
-                                    "recently used entries go when the cache grows past this")
-        self.clear_cache_button = icon_button("trash", "Clear cache")
+        self.cache = CacheControls()  # the decoded-folder cache: its size, its limit, Clear
+        self.cache.cleared.connect(self._cache_cleared)
+        self.cache_label, self.cache_limit, self.clear_cache_button = (self.cache.label, self.cache.limit,
+                                                                       self.cache.clear_button)
+        self.report = DataReportView()
+        self.summary, self.detail = self.report.summary, self.report.detail
+        self.thumbs, self.skipped = self.report.thumbs, self.report.skipped
 
         head_card, head = card()
         head.addLayout(form)
-        head.addLayout(row(self.reload, self.progress, self.cancel, None, self.cache_label, muted("limit"),
-                           self.cache_limit, self.clear_cache_button))
+        head.addLayout(row(self.reload, self.progress, self.cancel, None, self.cache))
         layout.addWidget(head_card)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.detail)
-
-        self.thumbs = ImageGrid(tile_size=56)
-        self.thumbs.tile_clicked.connect(self._enlarge)
-        self.skipped = QTreeWidget()
-        self.skipped.setHeaderLabels(["Skipped file", "Reason"])
-        self.skipped.setRootIsDecorated(False)
-        self.skipped.setColumnWidth(0, 420)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.thumbs)
-        split.addWidget(self.skipped)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.report, 1)
 
         # a short delay so typing a path or spinning the resolution decodes once, at the end
         self._debounce = QTimer(self)
@@ -143,8 +118,6 @@ class DataPane(QWidget):
         self.channels.currentIndexChanged.connect(lambda _i: self._debounce.start())
         self.reload.clicked.connect(self.load)
         self.cancel.clicked.connect(self.cancel_load)
-        self.cache_limit.valueChanged.connect(self._cache_limit_changed)
-        self.clear_cache_button.clicked.connect(self.clear_cache)
         self._update_rows()
 
     # --- the current choice -----------------------------------------------------------------
@@ -210,33 +183,13 @@ class DataPane(QWidget):
 
     def set_engine_ready(self, ready: bool) -> None:
         self.engine_ready = ready
-        if ready:
-            self._cache_limit_changed(self.cache_limit.value())
-
-    # --- the cache ------------------------------------------------------------------------------
-    def _cache_limit_changed(self, gigabytes: float) -> None:
-        settings.set("data/cache_limit_gb", gigabytes)
-        if not self.engine_ready:  # cmcore.data imports torch: applied once the engine is there
-            return
-        from cmcore.data import prune_cache, set_cache_limit
-
-        set_cache_limit(int(gigabytes * 1024**3))
-        prune_cache()
-        self._show_cache_size()
+        self.cache.set_engine_ready(ready)
 
     def clear_cache(self) -> None:
-        if not self.engine_ready:
-            return
-        from cmcore.data import clear_cache
+        self.cache.clear()
 
-        freed = clear_cache()
-        self._show_cache_size()
-        self.detail.setText(f"Cleared the cache: {_size(freed)} freed. The next run decodes its folder again.")
-
-    def _show_cache_size(self) -> None:
-        from cmcore.data import cache_size
-
-        self.cache_label.setText(f"cache {_size(cache_size())}")
+    def _cache_cleared(self, freed: int) -> None:
+        self.detail.setText(f"Cleared the cache: {size_text(freed)} freed. The next run decodes its folder again.")
 
     def load(self) -> None:
         self._debounce.stop()
@@ -291,28 +244,17 @@ class DataPane(QWidget):
             return
         key = self._loading_key
         self.dataset, self._loaded_key = dataset, key
-        report = dataset.report
-        kind = "grayscale" if report.channels == 1 else "RGB"
-        self.summary.setText(f"{report.num_images:,} images · {report.resolution}×{report.resolution} · {kind}")
-        how = "read from cache" if report.cache_hit else "decoded"
-        skipped = f" · {len(report.skipped)} skipped (listed below)" if report.skipped else ""
-        self.detail.setText(f"{self._label(key[0])} — {how} in {report.seconds:.2f} s{skipped}. "
-                            "Thumbnails show the images exactly as the model sees them.")
-        self.thumbs.set_images(thumbs)
-        self._show_skipped(report.skipped)
+        self.report.show_loaded(dataset, thumbs, self._label(key[0]))
         if self.kind == "folder":
             settings.push_recent("data/recent", key[0])
             self._fill_recent()
-        self._show_cache_size()
+        self.cache.show_size()
         self.dataset_changed.emit(dataset)
 
     def _on_failed(self, info: ErrorInfo) -> None:
         self.last_error = info
         self.dataset, self._loaded_key = None, None
-        self.summary.setText("No usable images")
-        self.detail.setText(info.message)
-        self.thumbs.set_images([])
-        self._show_skipped([])
+        self.report.show_failed(info.message)
         self.dataset_changed.emit(None)
         if not self._pending:
             dialogs.show_error(self, info)
@@ -326,20 +268,6 @@ class DataPane(QWidget):
             self._start()
         elif self.dataset is None and self.last_error is None:
             self.summary.setText("Cancelled")
-
-    def _show_skipped(self, skipped) -> None:
-        self.skipped.clear()
-        for s in skipped:
-            item = QTreeWidgetItem([s.path, s.reason])
-            item.setToolTip(0, s.path)
-            self.skipped.addTopLevelItem(item)
-        self.skipped.setVisible(bool(skipped))
-
-    def _enlarge(self, index: int) -> None:
-        if self.dataset is None:
-            return
-        image = self.dataset.images[index].permute(1, 2, 0).numpy()
-        ImageDialog(image, f"Training image {index + 1} as the model sees it", self).show()
 
     @staticmethod
     def _label(spec: str) -> str:
@@ -404,7 +332,6 @@ class DataPane(QWidget):
         self.root.setText(settings.get_str("data/root", ""))
         self.resolution.setValue(int(settings.get("data/resolution", 32)))
         self.channels.setCurrentIndex(max(0, self.channels.findData(settings.get_str("data/channels", "auto"))))
-        self.cache_limit.setValue(float(settings.get("data/cache_limit_gb", DEFAULT_CACHE_LIMIT_GB)))
 
     def shutdown(self) -> None:
         """Cancel decoding and wait for it (blocking; used when the window closes)."""
@@ -414,13 +341,6 @@ class DataPane(QWidget):
             self._worker.cancel()
         if self._thread is not None:
             self._thread.wait(30_000)
-
-
-def _size(num_bytes: int) -> str:
-    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if num_bytes >= scale:
-            return f"{num_bytes / scale:,.1f} {unit}"
-    return f"{num_bytes} bytes"
 
 
 def _path_row(edit: QWidget, button: QWidget) -> QWidget:
