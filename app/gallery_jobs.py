@@ -1,8 +1,11 @@
 """Gallery sampling jobs (run in worker threads; no Qt here).
 
-Generators are cached per (source, device, checkpoint time), so moving the steps
-slider only samples; a run that saved a newer checkpoint is reloaded automatically.
-A lock per generator keeps two jobs (sampling, GIF export) from using it at once.
+A run folder is sampled at its best-scored checkpoint (RUN/checkpoints/best, the newest when none was
+scored) or at its latest, resolved to the checkpoint file on every request: a run that saved a newer
+checkpoint (or a better one) is picked up at once. Generators are cached per (checkpoint file, device,
+file time), the few most recently used kept, so moving the steps slider or switching between best and
+latest only samples; a lock per generator keeps two jobs (sampling, GIF export, an edit) from using it
+at once.
 
 Every job takes an optional `cancel` (app.workers.CancelFlag): it is checked after every
 sampler step (the engine's `callback`), so a stale or abandoned job ends within one step.
@@ -14,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cmcore.rundir import latest_pointer, run_name
+from cmcore.rundir import find_checkpoint, latest_pointer, run_name
 
 if TYPE_CHECKING:  # numpy loads after the window is shown
     import numpy as np
 
 
 STRIP_STEPS = (1, 2, 4, 8)
+MAX_GENERATORS = 4  # loaded models kept (best, latest, another run's…); older ones are let go
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class SampleRequest:
     seed: int
     sampler: str = "multistep"
     strip: bool = True  # also sample one image at STRIP_STEPS with the same noise
+    which: str = "best"  # a run folder's best-scored checkpoint, or "latest"
 
 
 @dataclass
@@ -47,6 +52,9 @@ class SampleResult:
     checkpoint: str
     default_sampler: str  # how the engine samples this model (Generator.default_sampler)
     seconds: float = 0.0
+    best_step: int | None = None  # the run's best-scored checkpoint, if one was scored
+    latest_step: int | None = None  # the run's newest checkpoint (None: a checkpoint file was opened)
+    score: float | None = None  # the shown checkpoint's 1-step score (lower is better), if logged
 
     def metadata(self, index: int | None = None) -> dict[str, str]:
         """PNG text chunks: the same keys the CLI writes (cmcore.export.image_metadata)."""
@@ -82,8 +90,12 @@ class GeneratorCache:
             item = (generator, threading.Lock())
             with self._lock:
                 for old in [k for k in self._items if k[:2] == key[:2]]:
-                    del self._items[old]  # an older checkpoint of the same source
+                    del self._items[old]  # an older version of the same file
                 self._items[key] = item
+        with self._lock:  # most recently used last; a job still using an evicted one keeps its own reference
+            self._items[key] = self._items.pop(key, item)
+            while len(self._items) > MAX_GENERATORS:
+                del self._items[next(iter(self._items))]
         return item
 
     def clear(self) -> None:
@@ -113,11 +125,34 @@ def _sample(generator, count: int, steps: int, seed: int, sampler: str, cancel: 
                                             callback=None if cancel is None else cancel.check))
 
 
+def checkpoint_for(source: str, which: str) -> str:
+    """The checkpoint file a request samples: a run folder's best (or latest) one; a file is itself."""
+    return str(find_checkpoint(source, which=which))
+
+
+def scored(checkpoint: str) -> tuple[int | None, int | None, float | None]:
+    """(best step, latest step, the checkpoint's 1-step score) of the run a checkpoint file belongs to;
+    all None for a file outside a run folder."""
+    from cmcore.rundir import best_step, latest_step, read_metrics, run_of, step_of
+
+    run = run_of(checkpoint)
+    if run is None:
+        return None, None, None
+    step = step_of(Path(checkpoint))
+    score = None
+    for record in read_metrics(run):
+        value = record.get("score", {}).get("1") if isinstance(record.get("score"), dict) else None
+        if record.get("step") == step and isinstance(value, (int, float)):
+            score = float(value)
+    return best_step(run), latest_step(run), score
+
+
 def run_sample(request: SampleRequest, cancel: Any = None) -> SampleResult:
     import time
 
     t0 = time.perf_counter()
-    generator, lock = GENERATORS.get(request.source, request.device)
+    checkpoint = checkpoint_for(request.source, request.which)
+    generator, lock = GENERATORS.get(checkpoint, request.device)
     with lock:
         _check(cancel)  # a job that waited for the lock may be stale by now
         images = _sample(generator, request.count, request.steps, request.seed, request.sampler, cancel)
@@ -127,9 +162,13 @@ def run_sample(request: SampleRequest, cancel: Any = None) -> SampleResult:
                 strip = generator.strip(request.seed, STRIP_STEPS, callback=None if cancel is None else cancel.check)
             else:
                 strip = {s: _sample(generator, 1, s, request.seed, request.sampler, cancel)[0] for s in STRIP_STEPS}
+    best, latest, score = scored(str(generator.source))
+    if Path(request.source).is_file():  # a checkpoint file was opened: it is what it is, no best or latest
+        best = latest = None
     return SampleResult(request, images, strip, run_name(generator.source), int(generator.step),
                         str(generator.method), int(generator.resolution), int(generator.channels),
-                        str(generator.source), generator.default_sampler, time.perf_counter() - t0)
+                        str(generator.source), generator.default_sampler, time.perf_counter() - t0,
+                        best, latest, score)
 
 
 def run_trajectory(request: SampleRequest, cancel: Any = None) -> list[np.ndarray]:
@@ -143,7 +182,7 @@ def run_trajectory(request: SampleRequest, cancel: Any = None) -> list[np.ndarra
         _check(cancel)
         frames.append(to_uint8(x))
 
-    generator, lock = GENERATORS.get(request.source, request.device)
+    generator, lock = GENERATORS.get(checkpoint_for(request.source, request.which), request.device)
     with lock:
         _check(cancel)
         generator.sample_tensor(request.count, request.steps, request.seed, "multistep", callback=frame)

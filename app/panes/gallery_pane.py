@@ -1,5 +1,8 @@
 """Gallery pane: sample any run or checkpoint; the steps slider re-samples at once.
 
+A run opens at its best-scored checkpoint ("Best | Latest" switches). The Edit window and the
+nearest-training-images check live in gallery_tools; the 1/2/4/8-step strip in widgets.step_strip.
+
 Sampling runs through a LatestOnly runner that supersedes: a new request cancels the batch
 being sampled (at its next sampler step) and replaces any waiting one, so dragging the slider
 computes only the latest request, and closing the window never waits for a stale batch.
@@ -9,29 +12,28 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout,
-                               QWidget)
-
-from cmcore.rundir import run_of
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QComboBox, QLabel, QSlider, QSpinBox, QWidget
 
 from .. import dialogs, settings
 from ..errors import ErrorInfo
-from ..exporting import export_gif, export_grid, export_images, export_model
 from ..gallery_jobs import GENERATORS, STRIP_STEPS, SampleRequest, SampleResult, run_sample
 from ..icons import icon_button
 from ..widgets.image_dialog import ImageDialog
-from ..widgets.images import ImageGrid, ImageLabel
+from ..widgets.images import ImageGrid
+from ..widgets.segmented import Segmented
+from ..widgets.step_strip import StepStrip
 from ..workers import LatestOnly
 from .common import card, muted, pane_layout, row
+from .gallery_export import GalleryExport
+from .gallery_tools import GalleryTools
 
 MAX_STEPS = 16
 SAMPLERS = [("multistep", "Multistep"), ("ode", "ODE (Euler)")]
 ODE_MIN_STEPS = 8  # Euler steps below which an ODE sample is still a blur
 
 
-class GalleryPane(QWidget):
+class GalleryPane(GalleryExport, QWidget):
     result_shown = Signal(object)  # SampleResult
     status_message = Signal(str)
 
@@ -75,60 +77,28 @@ class GalleryPane(QWidget):
         self.count.setRange(1, 256)
         self.count.setValue(int(settings.get("gallery/count", 16)))
         self.busy = muted("")
+        self.which = Segmented([("best", "Best"), ("latest", "Latest")])
+        self.which.setToolTip("Best: the checkpoint that scored best on the held-out images (the newest until "
+                              "one is scored). Latest: the newest checkpoint.")
+        self.which_label = muted("")
+        self.grid = ImageGrid(tile_size=112, checkable=True)
+        self.tools = GalleryTools(self)
 
         source_card, sc = card()
         sc.addLayout(row(muted("Model"), self.run_box, self.open_button, 12, self.info, None, self.busy))
+        sc.addLayout(row(muted("Checkpoint"), self.which, self.which_label, None, self.tools.edit_button,
+                         self.tools.nearest_button))
         sc.addLayout(row(muted("Steps"), self.steps, self.steps_label, 16, muted("Sampler"), self.sampler, 16,
                          muted("Seed"), self.seed, self.new_seed, 16, muted("Images"), self.count, None))
         layout.addWidget(source_card)
-
-        self.grid = ImageGrid(tile_size=112, checkable=True)
         self.grid.tile_clicked.connect(self._enlarge)
         layout.addWidget(self.grid, 1)
+        self.strip = StepStrip(STRIP_STEPS)  # the same noise at 1, 2, 4, 8 steps, side by side
+        self.strip.clicked.connect(self._enlarge_strip)
+        self.strip_labels = self.strip.labels
+        layout.addWidget(self.strip)
 
-        # the same noise at 1, 2, 4, 8 steps, side by side
-        strip_box, strip_outer = card()
-        strip_outer.addWidget(muted("Same starting noise as image #1, sampled with 1, 2, 4 and 8 steps (click to enlarge)"))
-        strip = QHBoxLayout()
-        strip_outer.addLayout(strip)
-        self.strip_labels: dict[int, ImageLabel] = {}
-        for s in STRIP_STEPS:
-            column = QVBoxLayout()
-            picture = ImageLabel(min_size=88)
-            picture.setMaximumSize(120, 120)
-            picture.setCursor(Qt.CursorShape.PointingHandCursor)
-            picture.clicked.connect(lambda s=s: self._enlarge_strip(s))
-            column.addWidget(picture)
-            caption = muted(f"{s} step" + ("s" if s > 1 else ""))
-            caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            column.addWidget(caption)
-            strip.addLayout(column)
-            self.strip_labels[s] = picture
-        strip.addStretch(1)
-        layout.addWidget(strip_box)
-
-        self.select_all = QPushButton("Select all")
-        self.select_none = QPushButton("Select none")
-        self.export_selected = icon_button("export", "Export selected")
-        self.export_all = icon_button("export", "Export all")
-        self.export_grid_button = icon_button("grid", "Export grid")
-        self.export_gif_button = icon_button("film", "Export GIF")
-        self.export_gif_button.setToolTip("Animated GIF of the multistep refinement (the seed's images)")
-        self.export_model_button = icon_button("save", "Export model")
-        self.export_model_button.setToolTip("A folder anyone can use without this app: the weights, settings, "
-                                            "an ONNX file of f(x, t) and a model card (cmcore export)")
-        self.export_folder_label = muted("")
-        self.export_folder_label.setMaximumWidth(520)
-        self.change_folder = icon_button("folder", "Export to…")
-        self.open_export = icon_button("open-external", "")
-        self.open_export.setToolTip("Open the export folder")
-        export_card, ec = card()
-        ec.addLayout(row(self.select_all, self.select_none, 12, self.export_selected, self.export_all,
-                         self.export_grid_button, self.export_gif_button, self.export_model_button, None,
-                         self.change_folder,
-                         self.open_export))
-        ec.addLayout(row(None, self.export_folder_label))
-        layout.addWidget(export_card)
+        self._build_export_card(layout)
 
         self.sampling = LatestOnly("gallery sampling", self, supersede=True)
         self.sampling.result.connect(self._on_result)
@@ -151,19 +121,10 @@ class GalleryPane(QWidget):
         self.open_button.clicked.connect(self._open_checkpoint)
         self.steps.valueChanged.connect(self._steps_changed)
         self.sampler.currentIndexChanged.connect(self._schedule)
+        self.which.changed.connect(self._schedule)
         self.seed.valueChanged.connect(self._schedule)
         self.count.valueChanged.connect(self._schedule)
         self.new_seed.clicked.connect(self.roll_seed)
-        self.select_all.clicked.connect(lambda: self.grid.set_all_selected(True))
-        self.select_none.clicked.connect(lambda: self.grid.set_all_selected(False))
-        self.grid.selection_changed.connect(self._update_buttons)
-        self.export_selected.clicked.connect(lambda: self.export("selected"))
-        self.export_all.clicked.connect(lambda: self.export("all"))
-        self.export_grid_button.clicked.connect(lambda: self.export("grid"))
-        self.export_gif_button.clicked.connect(lambda: self.export("gif"))
-        self.export_model_button.clicked.connect(lambda: self.export("model"))
-        self.change_folder.clicked.connect(self._choose_export_folder)
-        self.open_export.clicked.connect(self._open_export_folder)
         self._update_buttons()
 
     # --- sources ---------------------------------------------------------------------------------
@@ -192,9 +153,9 @@ class GalleryPane(QWidget):
     def clear(self) -> None:
         self.source, self.result, self._strip_key = None, None, None
         self.grid.set_images([])
-        for picture in self.strip_labels.values():
-            picture.set_image(None)
+        self.strip.set_images(None)
         self.info.setText("")
+        self.which_label.setText("")
         self.busy.setText("")
         self._update_buttons()
 
@@ -210,6 +171,7 @@ class GalleryPane(QWidget):
         it, clear the view and cancel its sampling and export; call `then()` once those jobs
         have ended (at once when none runs)."""
         GENERATORS.drop(folder)
+        self.tools.release(folder)
         if not self.shows(folder):
             then()  # the gallery's jobs (of another model) do not touch that folder
             return
@@ -242,10 +204,10 @@ class GalleryPane(QWidget):
     def request(self) -> SampleRequest | None:
         if not self.source:
             return None
-        sampler = self.sampler.currentData()
-        key = (self.source, self.seed.value(), sampler)
+        sampler, which = self.sampler.currentData(), self.which.value()
+        key = (self.source, self.seed.value(), sampler, which)
         return SampleRequest(self.source, self.device, self.count.value(), self.steps.value(), self.seed.value(),
-                             sampler, strip=key != self._strip_key)
+                             sampler, strip=key != self._strip_key, which=which)
 
     def resample(self) -> None:
         self._resample_timer.stop()
@@ -309,17 +271,31 @@ class GalleryPane(QWidget):
                     self.steps.setValue(max(self.steps.value(), ODE_MIN_STEPS))
         self.result, self.last_error = result, None
         if result.strip is not None:
-            self._strip_key = (r.source, r.seed, r.sampler)
-            for s, picture in self.strip_labels.items():
-                picture.set_image(result.strip.get(s))
+            self._strip_key = (r.source, r.seed, r.sampler, r.which)
+            self.strip.set_images(result.strip)
         self.grid.set_images(result.images, [f"#{i + 1}" for i in range(len(result.images))])
         self.info.setText(f"{result.run_name} · {result.method.upper()} · step {result.step:,} · "
                           f"{result.resolution} px")
+        self._show_which(result)
         self.busy.setText(f"{r.count} images, {r.steps} step(s), {result.seconds:.2f} s")
         if not settings.get_str("gallery/export_dir"):
             self._show_export_folder(self.export_folder())
         self._update_buttons()
         self.result_shown.emit(result)
+
+    def _show_which(self, result: SampleResult) -> None:
+        """Which checkpoint is shown, and its score; the switch only means something for a run folder."""
+        self.which.setEnabled(result.latest_step is not None)
+        score = "" if result.score is None else f" · score {result.score:.3g} (lower is better)"
+        if result.latest_step is None:
+            text = f"this checkpoint file, step {result.step:,}"
+        elif result.request.which == "best" and result.best_step is None:
+            text = f"none scored yet: the latest, step {result.step:,}"
+        else:
+            text = f"{result.request.which}: step {result.step:,}{score}"
+            if result.request.which == "latest" and result.best_step is not None and result.best_step != result.step:
+                text += f" (best: step {result.best_step:,})"
+        self.which_label.setText(text)
 
     def _on_failed(self, info: ErrorInfo) -> None:
         self.last_error = info
@@ -346,76 +322,18 @@ class GalleryPane(QWidget):
             ImageDialog(self.result.strip[steps], f"{self.result.run_name}\nSame noise (seed {r.seed}) at "
                                                   f"{steps} step(s)", self).show()
 
-    # --- export ------------------------------------------------------------------------------------
-    def export_folder(self) -> Path:
-        chosen = settings.get_str("gallery/export_dir")
-        if chosen:
-            return Path(chosen)
-        if self.result is not None:
-            checkpoint = Path(self.result.checkpoint)
-            return (run_of(checkpoint) or checkpoint.parent) / "exports"
-        return Path.home()
-
-    def export(self, what: str, folder: Path | None = None) -> bool:
-        """what: selected | all | grid | gif. Runs in the background; False if nothing to do."""
-        if self.result is None or self.exporting.busy:
-            return False
-        folder = Path(folder) if folder else self.export_folder()
-        result = self.result
-        if what == "selected":
-            indices = self.grid.selected_indices()
-            if not indices:
-                dialogs.show_info(self, "Nothing selected", "Tick the images to export, or use Export all.")
-                return False
-            self.exporting.submit(export_images, result, indices, folder, context="Export", cancellable=True)
-        elif what == "all":
-            self.exporting.submit(export_images, result, list(range(len(result.images))), folder, context="Export", cancellable=True)
-        elif what == "grid":
-            self.exporting.submit(export_grid, result, folder, context="Export", cancellable=True)
-        elif what == "gif":
-            self.exporting.submit(export_gif, result, folder, context="Export", cancellable=True)
-        elif what == "model":
-            self.exporting.submit(export_model, self.source, folder / f"{result.run_name}_step{result.step}_model",
-                                  context="Export model")
-        else:
-            raise ValueError(what)
-        self.busy.setText("Exporting…")
-        return True
-
-    def _on_exported(self, paths: list[Path]) -> None:
-        self.exported = list(paths)
-        where = paths[0].parent if paths else ""
-        text = f"Exported {len(paths)} file(s) to {where}"
-        self.busy.setText(text)
-        self.status_message.emit(text)
-
-    def _choose_export_folder(self) -> None:
-        path = dialogs.pick_folder(self, "Export images to", str(self.export_folder()))
-        if path:
-            settings.set("gallery/export_dir", path)
-            self._show_export_folder(Path(path))
-
-    def _show_export_folder(self, folder: Path) -> None:
-        text = f"→ {folder}"
-        metrics = self.export_folder_label.fontMetrics()
-        self.export_folder_label.setText(metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, 520))
-        self.export_folder_label.setToolTip(str(folder))
-
-    def _open_export_folder(self) -> None:
-        folder = self.export_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
-
     def _update_buttons(self, *_args) -> None:
         have = self.result is not None and not self.exporting.busy
         for b in (self.export_all, self.export_grid_button, self.export_gif_button, self.export_model_button,
                   self.select_all, self.select_none):
             b.setEnabled(have)
         self.export_selected.setEnabled(have and bool(self.grid.selected_indices()))
+        self.tools.update()
 
     def shutdown(self) -> None:
         """Cancel sampling and export and wait for them (blocking; on close: within a sampler step)."""
         self._resample_timer.stop()
         self._after_release = []
+        self.tools.shutdown()
         self.sampling.shutdown()
         self.exporting.shutdown()
