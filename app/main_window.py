@@ -13,13 +13,17 @@ from PySide6.QtGui import QCloseEvent, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget,
                                QVBoxLayout, QWidget)
 
+from cmcore import rundir
+
 from . import APP_NAME, __version__, dialogs, settings, workers
 from .errors import ErrorInfo
 from .icons import app_icon, icon, retint
+from .notify import Notifier
 from .panes.data_pane import DataPane
 from .panes.gallery_pane import GalleryPane
 from .panes.runs_pane import RunsPane, default_workspace
 from .panes.train_pane import TrainPane
+from .panes.train_status import main_score, outcome
 from .theme import apply_theme
 from .timing import seconds_since_start
 
@@ -45,6 +49,9 @@ class MainWindow(QMainWindow):
         self._shut_down = False
         self._initial_data = data
         self._engine_thread = None
+        self.notifier = Notifier(self)
+        self.last_run_summary = ""  # how the last training run of this window ended
+        self._last_outcome = ""  # the short form of it, on the permanent status label
 
         workspace = Path(workspace) if workspace else Path(settings.get_str("workspace") or default_workspace())
         self.data_pane = DataPane()
@@ -260,13 +267,24 @@ class MainWindow(QMainWindow):
             state = "Paused" if tp.paused else "Training"
             self.train_status.setText(f"● {state} · step {tp.step:,} / {tp.max_steps:,}")
         else:
-            self.train_status.setText("Idle")
+            self.train_status.setText(f"Idle · last run {self._last_outcome}" if self.last_run_summary else "Idle")
+            self.train_status.setToolTip(self.last_run_summary)
 
     def _run_finished(self, run_dir: str, reason: str) -> None:
+        """A run of this window ended (finished, stopped or failed): say so where the person will see it, even
+        with the window in the background, and show what the model makes now."""
         if self._closing or self._shut_down:
             return  # no new background work while the window goes away
         self.runs_pane.refresh()
-        if reason:  # a checkpoint exists: show what the model makes now
+        tp = self.train_pane
+        ended = outcome(reason, tp.last_error)
+        score = main_score(tp.last_score)
+        self.last_run_summary = tp.end_summary()
+        self._last_outcome = ended + (f" · score {score[1]:.3g}" if score else "")
+        self.statusBar().showMessage(self.last_run_summary)  # no timeout: it stays until the next message
+        self._update_train_status()
+        self.notifier.announce(f"Training {ended}", self.last_run_summary, failed=ended == "failed")
+        if reason and rundir.has_checkpoint(run_dir):  # finished or stopped with a checkpoint
             self.gallery_pane.open_source(run_dir)
 
     # --- drag and drop a folder -------------------------------------------------------------------
@@ -332,6 +350,7 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             return
         self._shut_down = True
+        self.notifier.close()
         settings.set("window/geometry", self.saveGeometry())
         self.train_pane.remember_settings()
         self.train_pane.stop_and_wait()

@@ -12,25 +12,21 @@ import logging
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QThread, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QWidget
 
 from .. import dialogs, settings
 from ..errors import ErrorInfo
 from ..icons import icon_button
 from ..workers import FunctionWorker, LatestOnly, start_worker
 from .common import card, muted, pane_layout, row
+from .runs_table import COLUMNS, PATH_ROLE, STATUS_COLUMN, describe_run, row_items
 
 log = logging.getLogger(__name__)
-
-PATH_ROLE = int(Qt.ItemDataRole.UserRole) + 1
-COLUMNS = ["Run", "Method", "Steps", "Last loss", "Updated", "Status"]
-STATUS_COLUMN = COLUMNS.index("Status")
 
 
 def default_workspace() -> Path:
@@ -78,17 +74,6 @@ def describe_owner(owner: Any) -> str:
     return f"{text} on {host}" if host else text
 
 
-class _SortItem(QTableWidgetItem):
-    """Sorts by a number stored in UserRole instead of the displayed text."""
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        a, b = self.data(Qt.ItemDataRole.UserRole), other.data(Qt.ItemDataRole.UserRole)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return a < b
-        # not super().__lt__: the C++ operator is virtual and would call back into this method
-        return self.text().lower() < other.text().lower()
-
-
 class RunsPane(QWidget):
     runs_listed = Signal(list)  # list[RunInfo]
     resume_requested = Signal(str)
@@ -131,6 +116,9 @@ class RunsPane(QWidget):
         layout.addWidget(self.table, 1)
         self.empty_label = muted("No runs yet: train one in the Train pane.")
         layout.addWidget(self.empty_label)
+        self.details = muted("")  # the selected run: method, steps, last loss, score and its step
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.details)
         self.hint = muted("")  # why the selected run cannot be resumed or deleted
         self.hint.setWordWrap(True)
         layout.addWidget(self.hint)
@@ -165,29 +153,11 @@ class RunsPane(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(runs))
         for i, r in enumerate(runs):
-            error = getattr(r, "error", None)
-            step, max_steps = r.step or 0, r.max_steps or 0
-            loss = "—" if r.last_loss is None else f"{r.last_loss:.4g}"
-            updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)) if r.updated else "—"
-            cells = [
-                (r.name, r.name), ((r.method or "—").upper(), r.method or ""),
-                ("—" if error else f"{step:,} / {max_steps:,}", step / max(1, max_steps)),
-                (loss, r.last_loss if r.last_loss is not None else float("inf")),
-                (updated, r.updated or 0.0),
-                ("", ""),
-            ]
-            for c, (text, key) in enumerate(cells):
-                item = _SortItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, key)
-                if c == 0:
-                    item.setData(PATH_ROLE, str(r.path))
-                    item.setToolTip(str(r.path))
-                if c in (2, 3):
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            for c, item in enumerate(row_items(r)):
                 self.table.setItem(i, c, item)
         self.table.setSortingEnabled(True)
         if not self._sorted_once:  # newest first, until the person sorts otherwise
-            self.table.sortByColumn(4, Qt.SortOrder.DescendingOrder)
+            self.table.sortByColumn(COLUMNS.index("Updated"), Qt.SortOrder.DescendingOrder)
             self._sorted_once = True
         self.empty_label.setVisible(not runs)
         self._show_statuses()
@@ -292,6 +262,12 @@ class RunsPane(QWidget):
         self.delete_button.setEnabled(path is not None and not (deleting or busy))
         self.hint.setText(reason)
         self.hint.setVisible(bool(reason))
+        self.details.setText(self.describe(path))
+        self.details.setVisible(bool(self.details.text()))
+
+    def describe(self, path: str | Path | None) -> str:
+        """The details line of a listed run ("" for none or an unreadable one)."""
+        return describe_run(self.info(path))
 
     def set_busy_run(self, path: str | None) -> None:
         self.busy_run = path

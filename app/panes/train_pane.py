@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from cmcore import rundir
 from cmcore.config import TrainConfig
 
-from .. import dialogs, presets, settings
+from .. import dialogs
 from ..errors import ErrorInfo, describe
 from ..icons import icon_button
 from ..run_follower import RunFollower, torchrun_command
@@ -26,23 +25,14 @@ from ..widgets.previews import PreviewPanel
 from ..workers import TrainingWorker, start_worker
 from .common import card, muted, pane_layout, row
 from .runs_pane import describe_owner, is_this_process, lock_owner
-from .train_form import TrainForm
+from .train_runs import RunSources
+from .train_settings import TrainSettings
+from .train_status import end_summary, finished_text, last_scored, progress_text, score_text
 
 if TYPE_CHECKING:
     from ..widgets.loss_plot import LossPlot
 
 log = logging.getLogger(__name__)
-
-DATA_FIELDS = ("data", "resolution", "channels", "hflip")  # TrainConfig fields the Data pane owns
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def new_run_dir(workspace: Path, method: str) -> Path:
@@ -54,7 +44,7 @@ def new_run_dir(workspace: Path, method: str) -> Path:
     return candidate
 
 
-class TrainPane(QWidget):
+class TrainPane(TrainSettings, RunSources, QWidget):
     running_changed = Signal(bool)
     run_finished = Signal(str, str)  # run dir, reason ("" when it failed)
     status_message = Signal(str)
@@ -70,6 +60,7 @@ class TrainPane(QWidget):
         self.last_error: ErrorInfo | None = None
         self.rollbacks: list[Any] = []  # events.RolledBack of the current run (the spike guard)
         self.warnings: list[Any] = []  # events.Warning of the current run (a preview not written...)
+        self.last_score: Any = None  # the last events.Scored of the current run (its held-out score)
         self.step = 0
         self.max_steps = 0
         self._finish_reason = ""
@@ -77,24 +68,7 @@ class TrainPane(QWidget):
 
         layout = pane_layout(self, "Train", "click Start; watch the loss and previews")
 
-        # left: presets + form
-        self.form = TrainForm()
-        self.preset_box = QComboBox()
-        self.preset_box.setToolTip("Training presets (TOML, same format as a run's config.toml)")
-        self.load_preset_button = QPushButton("Apply")
-        self.save_preset_button = icon_button("save", "Save…")
-        self.save_preset_button.setToolTip("Save these settings as a preset")
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 8, 0)
-        left_layout.addLayout(row(muted("Preset"), self.preset_box, self.load_preset_button, self.save_preset_button))
-        left_layout.addWidget(self.form)
-        scroll = QScrollArea()
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(360)
+        scroll = self._settings_column()  # left: presets + form (TrainSettings)
 
         # right: controls, progress, plot, previews
         self.start_button = icon_button("play", "Start training", "#ffffff")
@@ -150,9 +124,6 @@ class TrainPane(QWidget):
         self.resume_button.clicked.connect(self.resume_clicked)
         self.stop_button.clicked.connect(self.stop)
         self.follow_button.clicked.connect(self.follow_clicked)
-        self.load_preset_button.clicked.connect(self.apply_selected_preset)
-        self.save_preset_button.clicked.connect(self.save_preset)
-        self.form.browse_teacher.connect(self._browse_teacher)
         self.fill_presets()
         self._restore()
         self._set_state("idle")
@@ -190,19 +161,6 @@ class TrainPane(QWidget):
             w.setEnabled(not busy)
 
     # --- starting --------------------------------------------------------------------------------
-    def current_config(self) -> TrainConfig:
-        """The form's settings with the Data pane's choice of data (and its resolution)."""
-        return self.form.config(**self.data_pane.training_values())
-
-    def set_values(self, values: dict[str, Any]) -> None:
-        """Fill the settings from a preset or config: the resolution and flips go to the Data pane
-        (the data is decoded at that resolution), the rest to the form. The data itself never changes here."""
-        if "resolution" in values:
-            self.data_pane.resolution.setValue(int(values["resolution"]))
-        if "hflip" in values:
-            self.data_pane.hflip.setChecked(bool(values["hflip"]))
-        self.form.set_values({k: v for k, v in values.items() if k not in DATA_FIELDS})
-
     def start(self) -> bool:
         """Start a new run with the form's settings; False (and a message) if it cannot."""
         if self.running:
@@ -234,34 +192,9 @@ class TrainPane(QWidget):
         return True
 
     def _child(self, run_dir: Path, processes: int, *, resume: bool) -> RunFollower:
+        """A torchrun child over all of this machine's GPUs, followed through the run folder."""
         return RunFollower(run_dir, torchrun_command(run_dir, processes, resume=resume),
                            label=f"{processes} GPUs (torchrun)")
-
-    def follow_clicked(self) -> None:
-        path = dialogs.pick_folder(self, "Follow a run folder", str(self.workspace))
-        if path:
-            self.follow_run(path)
-
-    def follow_run(self, run_dir: Path | str) -> bool:
-        """Show a run that another process trains (or trained), as it goes; Pause/Stop reach it through its
-        control file. False (and a message) for a folder that holds no run."""
-        run_dir = Path(run_dir)
-        if self.running:
-            dialogs.show_info(self, "Training is running", "Stop the current run before following another.")
-            return False
-        if not (run_dir / rundir.CONFIG).is_file():
-            dialogs.show_info(self, "Not a run folder", f"{run_dir} holds no {rundir.CONFIG}: choose the folder "
-                              "that `cmcore train --out` writes.")
-            return False
-        self.plot.clear()
-        self.previews.clear()
-        self._launch(RunFollower(run_dir), run_dir, TrainConfig.load(run_dir / rundir.CONFIG).max_steps)
-        return True
-
-    @property
-    def following_other_process(self) -> bool:
-        """The pane shows a run that a process outside this app trains (closing the app leaves it running)."""
-        return isinstance(self.worker, RunFollower) and not self.worker.owns_process
 
     def resume_run(self, run_dir: Path | str) -> bool:
         """Continue a run from its last checkpoint (a finished run is extended by its own length)."""
@@ -292,21 +225,9 @@ class TrainPane(QWidget):
         self._launch(TrainingWorker(None, run_dir, resume=True, dataset=dataset), run_dir, config.max_steps)
         return True
 
-    def _agree_to_extend(self, run_dir: Path, config: TrainConfig) -> bool:
-        """True unless the run already used its step or time budget and the person does not want
-        one more (cmcore.rundir.extended then adds it)."""
-        reached = rundir.limit_reached(run_dir, config)
-        if reached == "steps":
-            return dialogs.confirm(self, "Run is complete", f"{run_dir.name} reached its {config.max_steps:,} "
-                                   f"steps.\nTrain {config.max_steps:,} more steps?", ok="Train more")
-        if reached == "minutes":
-            return dialogs.confirm(self, "Time limit reached", f"{run_dir.name} used its {config.max_minutes:g} "
-                                   f"minutes.\nTrain {config.max_minutes:g} more minutes?", ok="Train more")
-        return True
-
     def _launch(self, worker: TrainingWorker, run_dir: Path, max_steps: int) -> None:
         self.worker, self.run_dir, self.last_error = worker, run_dir, None
-        self.rollbacks, self.warnings = [], []
+        self.rollbacks, self.warnings, self.last_score = [], [], None
         self.step, self.max_steps, self._finish_reason = 0, max_steps, ""
         worker.run_started.connect(self._on_started)
         worker.progress.connect(self._on_progress)
@@ -316,6 +237,8 @@ class TrainPane(QWidget):
         worker.warning.connect(self._on_warning)
         worker.run_finished.connect(self._on_finished)
         worker.history.connect(self._on_history)
+        if hasattr(worker, "scored"):  # a followed run's scores come with its metrics history instead
+            worker.scored.connect(self._on_scored)
         worker.failed.connect(self._on_failed)
         worker.done.connect(self._on_done)
         self.progress.setValue(0)
@@ -376,6 +299,12 @@ class TrainPane(QWidget):
 
     def _on_history(self, history) -> None:
         self.plot.set_history(history)
+        self.last_score = last_scored(history) or self.last_score
+
+    def _on_scored(self, event) -> None:
+        self.last_score = event
+        self.plot.add_score(event)
+        self.status_message.emit(f"Checkpoint of step {event.step:,}: {score_text(event)}")
 
     def _on_progress(self, events: list) -> None:
         self.plot.append_events(events)
@@ -383,8 +312,7 @@ class TrainPane(QWidget):
         self.step = e.step
         self.progress.setValue(round(1000 * e.fraction))
         if self._state == "running":
-            self.status.setText(f"step {e.step:,} / {e.max_steps:,} · {e.images_per_s:,.0f} img/s · "
-                                f"elapsed {_duration(e.elapsed_s)} · ETA {_duration(e.eta_s)}")
+            self.status.setText(progress_text(e))
 
     def _on_preview(self, event) -> None:
         self.previews.show_preview(event)
@@ -397,6 +325,7 @@ class TrainPane(QWidget):
                    f"rolled back to the weights of step {event.to_step:,}")
         log.info("%s", message)
         self.rollbacks.append(event)
+        self.plot.add_rollback(event.step)
         self.status_message.emit(message)
 
     def _on_warning(self, event) -> None:
@@ -408,11 +337,7 @@ class TrainPane(QWidget):
         self.step, self._finish_reason = event.step, event.reason
         if event.reason != "stopped":
             self.progress.setValue(1000)
-        words = {"max_steps": "finished", "max_minutes": "time limit reached", "stopped": "stopped"}
-        spikes = f"; rolled back after {len(self.rollbacks)} loss spike(s)" if self.rollbacks else ""
-        warned = f"; {len(self.warnings)} warning(s), the last: {self.warnings[-1].message}" if self.warnings else ""
-        self.status.setText(f"{words.get(event.reason, event.reason).capitalize()} at step {event.step:,}; "
-                            f"checkpoint saved{spikes}{warned}")
+        self.status.setText(finished_text(event, self.rollbacks, self.warnings))
         self.status.setToolTip("\n".join(f"step {w.step:,}: {w.message}" for w in self.warnings))
 
     def _on_failed(self, info: ErrorInfo) -> None:
@@ -431,65 +356,15 @@ class TrainPane(QWidget):
         if run_dir is not None:
             self.run_finished.emit(str(run_dir), reason)
 
+    def end_summary(self) -> str:
+        """One line on how the last run of this pane ended (finished, stopped or failed; its last score)."""
+        return end_summary(self.run_dir or "", self._finish_reason, self.step, self.last_error, self.last_score)
+
     def _fail_now(self, exc: BaseException, context: str = "Cannot start training") -> None:
         info = describe(exc, context)
         log.warning("%s", info.details)
         self.last_error = info
         dialogs.show_error(self, info)
-
-    # --- presets and remembered settings --------------------------------------------------------
-    def fill_presets(self, select: str = "") -> None:
-        self.preset_box.clear()
-        for p in presets.list_presets():
-            self.preset_box.addItem(p.name + ("" if p.builtin else "  (yours)"), str(p.path))
-        if select:
-            self.preset_box.setCurrentIndex(max(0, self.preset_box.findData(select)))
-
-    def apply_selected_preset(self) -> None:
-        path = self.preset_box.currentData()
-        if path:
-            self.apply_preset(Path(path))
-
-    def apply_preset(self, path: Path) -> bool:
-        try:
-            values = presets.read_preset(path)
-        except Exception as exc:  # noqa: BLE001 - ConfigError for a bad file
-            self._fail_now(exc, "Preset")
-            return False
-        self.set_values(values)
-        self.status_message.emit(f"Preset {path.stem} applied")
-        return True
-
-    def save_preset(self) -> None:
-        presets.user_dir().mkdir(parents=True, exist_ok=True)
-        path = dialogs.pick_save_file(self, "Save preset", str(presets.user_dir() / "my-preset.toml"),
-                                      "Presets (*.toml)")
-        if not path:
-            return
-        try:
-            saved = presets.save_preset(Path(path), self.current_config())
-        except Exception as exc:  # noqa: BLE001
-            self._fail_now(exc, "Saving preset")
-            return
-        self.fill_presets(select=str(saved))
-        self.status_message.emit(f"Preset saved to {saved}")
-
-    def remember_settings(self) -> None:
-        try:
-            settings.set("train/last", self.current_config().to_toml())
-        except Exception:  # noqa: BLE001 - a half-typed form must not break closing
-            log.warning("could not remember the training settings", exc_info=True)
-
-    def _restore(self) -> None:
-        text = settings.get_str("train/last", "")
-        if not text:
-            return
-        try:
-            values = TrainConfig.from_toml(text).to_dict()
-        except Exception:  # noqa: BLE001 - settings from an older version: ignore them
-            return
-        # the Data pane remembers its own fields
-        self.form.set_values({k: v for k, v in values.items() if k not in DATA_FIELDS})
 
     def set_engine_ready(self, ready: bool) -> None:
         self._engine_ready = ready
@@ -498,15 +373,3 @@ class TrainPane(QWidget):
             self.status.setText("Loading the engine…")
         elif self._state == "idle" and self.last_run is None:
             self.status.setText("Ready")
-
-    # --- glue --------------------------------------------------------------------------------------
-    def set_devices(self, devices: list) -> None:
-        self.form.set_devices(devices)
-
-    def set_runs(self, runs: list) -> None:
-        self.form.set_teachers(runs)
-
-    def _browse_teacher(self) -> None:
-        path = dialogs.pick_folder(self, "Choose a flow run folder", str(self.workspace))
-        if path:
-            self.form.set_teacher(path)
