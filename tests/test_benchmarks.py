@@ -14,7 +14,7 @@ from benchmarks import ablate, fid_demo, harness, longrun, quality
 from cmcore import ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARIES = ("__init__", "fid_demo", "harness")
+LIBRARIES = ("__init__", "fid_demo", "harness", "qt_session")
 SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in LIBRARIES)
 # each command a fresh Python from the repository root, as the README runs them; all start at once
 COMMANDS = {**{name: ["-m", f"benchmarks.{name}", "--help"] for name in SCRIPTS},
@@ -22,7 +22,8 @@ COMMANDS = {**{name: ["-m", f"benchmarks.{name}", "--help"] for name in SCRIPTS}
 
 
 def test_the_benchmarks_are_found():  # else the parametrised test below checks nothing
-    assert {"quality", "ablate", "longrun", "speed", "amp", "gpu_profile"} <= set(SCRIPTS)
+    assert {"quality", "ablate", "longrun", "speed", "amp", "gpu_profile", "ui_latency", "plot_redraw",
+            "gallery_latency"} <= set(SCRIPTS)
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,90 @@ def test_quality_ablate_and_longrun_on_tiny_runs(tmp_path, quick_classifiers, ca
     out = capsys.readouterr().out
     assert out.startswith("ct_arm           step      2  FD/recognisable at 1/2/4 steps: ")
     check_results(json.loads((tmp_path / "long" / "ct_arm" / "summary.json").read_text())["results"], ["1", "2", "4"], 1)
+
+
+# --------------------------------------------------------------------------- the app's benchmarks, tiny
+
+UI_RUNS = {  # each a fresh Python, as the docs run them; all three start at once
+    "ui_latency": ["--seconds", "2", "--preview-every", "2", "--log-every", "1", "--batch-size", "4"],
+    "plot_redraw": ["--sizes", "0,2000,20000", "--repeats", "2"],
+    "gallery_latency": ["--resolution", "16", "--images", "2", "--repeats", "1", "--train-steps", "2",
+                        "--history", "500"],
+}
+
+
+@pytest.fixture(scope="module")
+def ui_ran():
+    procs = {name: subprocess.Popen([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, args in UI_RUNS.items()}
+    results = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{name}: {stderr}"
+        lines = stdout.strip().splitlines()
+        results[name] = (lines[:-1], json.loads(lines[-1]))  # the table, then one JSON object
+    return results
+
+
+def _ordered(summary: dict) -> bool:
+    return 0 <= summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+def test_ui_latency_measures_idle_then_training_with_previews(ui_ran):
+    table, result = ui_ran["ui_latency"]
+    for phase in ("idle", "training"):
+        assert 50 <= result[phase]["ticks"] <= 200 and _ordered(result[phase])  # 2 s of a 10 ms timer
+    assert result["training_steps"] > 0 and result["previews"] >= 1 and result["progress_batches"] >= 1
+    assert result["ratio_p99_ms"] == pytest.approx(result["training"]["p99_ms"] / max(result["idle"]["p99_ms"], 0.01),
+                                                   abs=0.01)
+    assert table[1].split()[:4] == ["phase", "ticks", "p50", "ms"] and table[2].startswith("idle")
+
+
+def test_plot_redraw_times_each_size_side_by_side(ui_ran):
+    table, result = ui_ran["plot_redraw"]
+    assert [r["points"] for r in result["rows"]] == [0, 2000, 20000]
+    for r in result["rows"]:
+        assert r["load_ms"] >= 0 and r["first_draw_ms"] > 0 and r["paint_ms"] > 0
+        assert r["update_ms"] >= max(r["redraw_ms"], r["paint_ms"]) and r["update_max_ms"] >= r["update_ms"]
+    assert len(result["update_ratio_to_first"]) == 3 and result["update_ratio_to_first"][0] == 1.0
+    assert [line.split()[0] for line in table[2:5]] == ["0", "2,000", "20,000"]  # after a caption and the header
+    assert all(p in (2000, 20000) for p in result["slow_sizes"])  # the empty plot is the floor, never "slow"
+
+
+def test_gallery_latency_times_each_step_count(ui_ran):
+    table, result = ui_ran["gallery_latency"]
+    rows = result["rows"]
+    assert [r["steps"] for r in rows] == [1, 2, 4, 8] and result["history"] == 500
+    for r in rows:
+        assert 0 < r["engine_ms"] < r["shown_ms"] <= r["max_ms"]
+        assert r["pane_ms"] == pytest.approx(r["shown_ms"] - r["engine_ms"], abs=0.2)  # one value each: medians agree
+    assert len(table) == 6
+
+
+def test_a_long_history_is_padded_after_the_runs_last_step(tmp_path):
+    from benchmarks import gallery_latency
+    from cmcore.rundir import METRICS, read_metrics
+
+    (tmp_path / METRICS).write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (10, 20, 30)))
+    gallery_latency.pad_history(tmp_path, 8)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30, 31, 32, 33, 34, 35]
+    gallery_latency.pad_history(tmp_path, 5)  # already longer: nothing added
+    assert len(read_metrics(tmp_path)) == 8
+
+
+def test_percentiles_and_the_lateness_probe_see_a_blocked_event_loop(qapp):
+    import time as clock
+
+    from PySide6.QtCore import QTimer
+
+    from benchmarks import qt_session
+
+    assert qt_session.percentile([4, 1, 3, 2], 50) == 2.5 and qt_session.percentile([1, 2, 3, 4, 5], 100) == 5
+    assert math.isnan(qt_session.percentile([], 50))
+    probe = qt_session.LatenessProbe(10)
+    quiet = probe.measure(0.3)
+    assert 10 <= len(quiet) <= 31 and min(quiet) >= 0
+    QTimer.singleShot(100, lambda: clock.sleep(0.15))  # the GUI thread busy for 150 ms
+    blocked = probe.measure(0.5)
+    assert max(blocked) >= 120 and qt_session.summary(blocked)["max_ms"] == round(max(blocked), 2)
