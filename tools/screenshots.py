@@ -2,7 +2,7 @@
 
     QT_QPA_PLATFORM=offscreen python tools/screenshots.py [--theme light|dark|both] [--steps N]
 
-Writes docs/screenshots/{data,train,gallery,runs}[-dark].png. Runs in a temporary
+Writes docs/screenshots/{data,train,gallery,edit,runs}[-dark].png. Runs in a temporary
 workspace with temporary settings, so the user's own runs and preferences are untouched.
 """
 from __future__ import annotations
@@ -31,6 +31,24 @@ def wait(app, condition, timeout_s: float, what: str) -> None:
 
 def pause(app, seconds: float) -> None:
     wait(app, lambda end=time.monotonic() + seconds: time.monotonic() > end, seconds + 1, "a pause")
+
+
+def shoot_edit(app, gallery, path: Path) -> None:
+    """The Edit window on the gallery's first ticked image: a band across its middle painted, filled four ways."""
+    dialog = gallery.tools.open_edit()
+    dialog.resize(1000, 560)
+    dialog.use_gallery_sample()
+    side = dialog.resolution
+    dialog.brush.setValue(max(2, side // 4))
+    for x in range(side // 4, 3 * side // 4 + 1):
+        dialog.canvas.paint_at(x + 0.5, side / 2)
+    dialog.canvas.mask_changed.emit()
+    dialog.results.setValue(4)
+    dialog.run()
+    wait(app, lambda: dialog.result is not None and not dialog.editing.busy, 120, "the edit")
+    pause(app, 0.3)
+    dialog.grab().save(str(path))
+    dialog.close()
 
 
 def shoot(theme: str, steps: int, resolution: int, out: Path, gallery_run: Path | None = None) -> None:
@@ -88,6 +106,7 @@ def shoot(theme: str, steps: int, resolution: int, out: Path, gallery_run: Path 
     gp.grid.tiles[5].check.setChecked(True)
     pause(app, 0.3)
     window.grab().save(str(out / f"gallery{suffix}.png"))
+    shoot_edit(app, gp, out / f"edit{suffix}.png")
 
     window.show_pane("runs")
     wait(app, lambda: rp.table.rowCount() >= 1, 60, "the runs list")

@@ -130,7 +130,7 @@ class MaskCanvas(QWidget):
         painter.drawImage(rect, to_qimage(self.image))  # QPainter scales with nearest neighbour by default
         if self.painting_enabled and self.mask is not None and self.mask.any():
             overlay = np.zeros((*self.mask.shape, 4), dtype=np.uint8)
-            overlay[self.mask] = (255, 255, 255, 170)  # white: the part that will be filled
+            overlay[self.mask] = (255, 255, 255, 220)  # white, as in a mask file: the part that will be filled
             from PySide6.QtGui import QImage
 
             h, w = self.mask.shape
