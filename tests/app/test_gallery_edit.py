@@ -9,6 +9,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
+from app import workers
 from app.widgets.mask_canvas import MaskCanvas
 from cmcore.editing import LUMA
 from cmcore.export import read_png_metadata
@@ -183,3 +184,15 @@ def test_a_grey_model_says_it_cannot_colourise(qtbot, make_window, tmp_path):
     assert not dialog.run_button.isEnabled()
     assert any("needs a model trained on colour images" in label.text()
                for label in dialog.options.currentWidget().findChildren(type(dialog.brush_label)))
+
+
+def test_deleting_the_run_closes_its_edit_window(qtbot, editor):
+    gp, dialog = editor
+    dialog.set_mode("interpolate")
+    click(qtbot, dialog.run_button)  # a job in flight: the release cancels it and waits for it
+    released = []
+    gp.release(gp.source, lambda: released.append(True))
+    qtbot.waitUntil(lambda: bool(released), timeout=30_000)
+    assert gp.tools.edit_window is None and not dialog.isVisible()
+    assert not [e for e in workers.live_threads() if e.name == "edit"]  # its job has ended
+    assert not gp.tools.edit_button.isEnabled()  # the gallery shows nothing now
