@@ -311,6 +311,7 @@ class LossPlot(QWidget):
 
     def _set_log(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)
+        self.loss_plot.getAxis("right").setLogMode(False, False)  # the score's own axis stays linear
         self._dirty = True
 
     def _set_per_stage(self, on: bool) -> None:
@@ -326,6 +327,10 @@ class LossPlot(QWidget):
     def apply_theme(self) -> None:
         colors = theme.plot_colors()
         self.view.setBackground(colors["background"])
+        backdrop = QColor(colors["background"])
+        backdrop.setAlpha(210)  # the legend stays readable over the curves
+        self.legend.setBrush(pg.mkBrush(backdrop))
+        self.legend.setLabelTextColor(colors["foreground"])
         for curve, key, width in ((self.raw_curve, "raw", 1), (self.ema_curve, "ema", 2),
                                   (self.lr_curve, "lr", 1.5), (self.n_curve, "n", 1.5)):
             curve.setPen(pg.mkPen(colors[key], width=width))
