@@ -63,6 +63,7 @@ def test_the_plot_marks_curriculum_changes_rollbacks_and_scores_from_a_metrics_f
     x, y = plot.score_curve.xData, plot.score_curve.yData
     assert x.tolist() == [10, 20, 30] and y.tolist() == [12.3, 9.0, 9.5]  # the 1-step score, on the right axis
     assert plot.score_curve.getViewBox() is plot.score_view
+    assert plot.log_box.isChecked() and not plot.loss_plot.getAxis("right").logMode  # the score axis is linear
     best = plot.best_point.getData()
     assert best[0].tolist() == [20] and best[1].tolist() == [9.0]
     assert "best score 9 @ 20" in plot.readout.text()
