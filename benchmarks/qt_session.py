@@ -81,6 +81,7 @@ class LatenessProbe:
 
         self.interval_ms = interval_ms
         self.samples: list[float] = []
+        self.late: list[tuple[float, float]] = []  # (due, ran) perf_counter times of every shot
         self._due = 0.0
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -89,7 +90,7 @@ class LatenessProbe:
 
     def measure(self, seconds: float) -> list[float]:
         """Lateness of every shot during `seconds` of the event loop."""
-        self.samples = []
+        self.samples, self.late = [], []
         self._arm()
         run_events(seconds)
         self._timer.stop()
@@ -100,8 +101,15 @@ class LatenessProbe:
         self._timer.start(self.interval_ms)
 
     def _shot(self) -> None:
-        self.samples.append(max(0.0, (time.perf_counter() - self._due) * 1000))
+        now = time.perf_counter()
+        self.samples.append(max(0.0, (now - self._due) * 1000))
+        self.late.append((self._due, now))
         self._arm()
+
+
+def overlapping(windows: list[tuple[float, float]], spans: list[tuple[float, float]]) -> int:
+    """How many of `windows` overlap at least one of `spans` (both (start, end) pairs)."""
+    return sum(any(s < end and start < e for s, e in spans) for start, end in windows)
 
 
 def percentile(values: list[float], q: float) -> float:

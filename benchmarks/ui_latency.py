@@ -7,8 +7,10 @@ settings), with the Train pane on screen, and runs a 10 ms precise timer that is
 every shot: its lateness (when it ran minus when it was due) is how long a click or a key would
 have waited. Measured for --seconds idle, then for --seconds while `tiny` trains in the
 TrainingWorker thread started through the Train pane (progress batches reach the loss plot and
-previews reach the preview panel as real Qt signals), side by side in one run. Prints a table,
-then one JSON line.
+previews reach the preview panel as real Qt signals), side by side in one run. To say what the
+late shots were waiting for, the loss plot's paints are timed (pyqtgraph's GraphicsView.paintEvent,
+wrapped for this process only) and every shot later than --late-ms is checked for one overlapping
+it. Prints a table, then one JSON line.
 """
 from __future__ import annotations
 
@@ -30,8 +32,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--preview-every", type=int, default=20, help="steps between previews (default 20)")
     ap.add_argument("--log-every", type=int, default=10, help="steps between progress events (default 10, the app's)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--late-ms", type=float, default=20.0, help="a shot this late is looked into (default 20)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace and print where it is")
     return ap.parse_args(argv)
+
+
+def time_plot_paints() -> list[tuple[float, float]]:
+    """(start, end) of every paint of a pyqtgraph view from now on (the loss plot is the window's only one)."""
+    import pyqtgraph as pg
+
+    spans: list[tuple[float, float]] = []
+    paint = pg.GraphicsView.paintEvent
+
+    def timed_paint(self, event):
+        start = time.perf_counter()
+        try:
+            return paint(self, event)
+        finally:
+            spans.append((start, time.perf_counter()))
+
+    pg.GraphicsView.paintEvent = timed_paint
+    return spans
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     errors = qt_session.quiet_dialogs()
     app = create_app()  # noqa: F841 - the QApplication must outlive the window
+    paints = time_plot_paints()
 
     window = MainWindow(workspace=tmp / "runs", data="demo")
     window.data_pane.resolution.setValue(args.resolution)
@@ -71,11 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     qt_session.wait(lambda: tp.step > 0, "the first training step", errors)
     first_step, redraws = tp.step, tp.plot.redraw_count
     counts.update(previews=0, progress_batches=0)
+    paints.clear()
     started = time.monotonic()
     training = probe.measure(args.seconds)
+    late = [w for w in probe.late if (w[1] - w[0]) * 1000 > args.late_ms]
+    painting = qt_session.overlapping(late, paints)
+    paint_ms = sorted((e - s) * 1000 for s, e in paints)
     elapsed = time.monotonic() - started
     steps = tp.step - first_step
-    seen = dict(counts, redraws=tp.plot.redraw_count - redraws)
+    seen = dict(counts, redraws=tp.plot.redraw_count - redraws, plot_paints=len(paint_ms),
+                plot_paint_p50_ms=round(qt_session.median(paint_ms), 1) if paint_ms else None,
+                late_shots=len(late), late_during_plot_paint=painting)
     tp.stop()
     qt_session.wait(lambda: not tp.running, "training to stop", errors, timeout_s=120)
     dispose(window)
@@ -89,13 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<10} {s['ticks']:>6} {s['p50_ms']:>8.2f} {s['p95_ms']:>8.2f} {s['p99_ms']:>8.2f} "
               f"{s['max_ms']:>8.2f}")
     print(f"while training: {steps} steps ({steps / elapsed:.1f}/s), {seen['previews']} previews, "
-          f"{seen['progress_batches']} progress batches, {seen['redraws']} loss-plot redraws")
+          f"{seen['progress_batches']} progress batches, {seen['redraws']} loss-plot redraws, "
+          f"{seen['plot_paints']} plot paints (median {seen['plot_paint_p50_ms']} ms)")
+    print(f"shots over {args.late_ms:g} ms late while training: {len(late)}, of which {painting} overlap a "
+          "loss-plot paint")
     ratios = {f"ratio_{k}": round(phases["training"][k] / max(phases["idle"][k], 0.01), 2)
               for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")}
     print("training ÷ idle: " + ", ".join(f"{k[6:-3]} ×{v:g}" for k, v in ratios.items()))
     print(json.dumps({"seconds": args.seconds, "interval_ms": args.interval_ms, "resolution": args.resolution,
                       "batch_size": args.batch_size, "preview_every": args.preview_every, "log_every": args.log_every,
-                      "threads": args.threads,
+                      "threads": args.threads, "late_ms": args.late_ms,
                       **phases, "training_steps": steps, **seen, **ratios}))
     return 0
 

@@ -175,6 +175,8 @@ def test_ui_latency_measures_idle_then_training_with_previews(ui_ran):
     for phase in ("idle", "training"):
         assert 50 <= result[phase]["ticks"] <= 200 and _ordered(result[phase])  # 2 s of a 10 ms timer
     assert result["training_steps"] > 0 and result["previews"] >= 1 and result["progress_batches"] >= 1
+    assert result["plot_paints"] >= 1 and result["plot_paint_p50_ms"] > 0  # the plot is drawn while it trains
+    assert 0 <= result["late_during_plot_paint"] <= result["late_shots"] <= result["training"]["ticks"]
     assert result["ratio_p99_ms"] == pytest.approx(result["training"]["p99_ms"] / max(result["idle"]["p99_ms"], 0.01),
                                                    abs=0.01)
     assert table[1].split()[:4] == ["phase", "ticks", "p50", "ms"] and table[2].startswith("idle")
@@ -227,3 +229,6 @@ def test_percentiles_and_the_lateness_probe_see_a_blocked_event_loop(qapp):
     QTimer.singleShot(100, lambda: clock.sleep(0.15))  # the GUI thread busy for 150 ms
     blocked = probe.measure(0.5)
     assert max(blocked) >= 120 and qt_session.summary(blocked)["max_ms"] == round(max(blocked), 2)
+    _due, ran = max(probe.late, key=lambda w: w[1] - w[0])  # the shot that waited for the sleep
+    assert qt_session.overlapping(probe.late, [(ran - 0.01, ran)]) == 1
+    assert qt_session.overlapping([(0.0, 1.0), (2.0, 3.0), (4.0, 5.0)], [(0.5, 2.5), (9.0, 9.5)]) == 2
