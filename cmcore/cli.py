@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--config", type=Path, help="a TOML file with any TrainConfig fields (flags override it)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--no-score", dest="score", action="store_false", default=None,
+                   help="train on every image and score no checkpoint (default: hold out 2 %% and score each)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw images from a run or checkpoint")
@@ -101,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 FLAG_FIELDS = ("data", "method", "teacher", "resolution", "channels", "model", "batch_size", "max_steps",
-               "max_minutes", "lr", "device", "seed")
+               "max_minutes", "lr", "device", "seed", "score")
 
 
 def _train(args) -> int:
@@ -175,8 +177,13 @@ def _on_train_event(event, bar) -> None:
 
     if bar is not None:
         bar(event)
+    line = None
     if isinstance(event, events.Warning):  # shown with --quiet too
         line = f"warning: {event.message}"
+    elif isinstance(event, events.Scored):
+        scores = ", ".join(f"{k} step{'s' if k > 1 else ''} {v:.4g}" for k, v in event.scores.items())
+        line = f"step {event.step}: score {scores} (lower is better){' - best so far' if event.best else ''}"
+    if line is not None:
         if bar is not None and bar.bar is not None:
             bar.bar.write(line, file=sys.stderr)
         else:
@@ -240,7 +247,7 @@ def _sample(args) -> int:
 
 def _info(args) -> int:
     from .checkpoint import load_checkpoint
-    from .rundir import read_metrics, run_of
+    from .rundir import best_step, read_metrics, run_of
 
     ckpt = load_checkpoint(args.source)
     c = ckpt.config
@@ -250,11 +257,20 @@ def _info(args) -> int:
     print(f"data       : {c.data}  {ckpt.meta.get('resolution', c.resolution)}px, {ckpt.meta.get('channels', '?')} channels")
     run_dir = run_of(ckpt.path)
     records = read_metrics(run_dir) if run_dir is not None else []
-    if records:
-        last = records[-1]
-        loss = f"{last['loss']:.5g}" if isinstance(last.get("loss"), (int, float)) else "?"
-        print(f"last loss  : {loss} at step {last['step']}")
+    losses = [r for r in records if isinstance(r.get("loss"), (int, float))]
+    if losses:
+        print(f"last loss  : {losses[-1]['loss']:.5g} at step {losses[-1]['step']}")
+    scored = {r["step"]: r["score"] for r in records if isinstance(r.get("score"), dict)}
+    if ckpt.step in scored:
+        print(f"score      : {_scores(scored[ckpt.step])} (on held-out images, lower is better)")
+    best = best_step(run_dir) if run_dir is not None else None
+    if best is not None and best in scored:
+        print(f"best       : step {best}, score {_scores(scored[best])}")
     return 0
+
+
+def _scores(table: dict) -> str:
+    return ", ".join(f"{v:.4g} at {k} step{'s' if k != '1' else ''}" for k, v in table.items())
 
 
 def _edit(args) -> int:

@@ -109,6 +109,7 @@ class TrainConfig:
     preview_every: int = 250  # 0 = no previews
     checkpoint_every: int = 500  # 0 = only at the end
     preview_count: int = 16
+    score: bool = True  # hold out images and score each checkpoint on them; keeps the best (cmcore/evaluation.py)
 
     # --- automatic choices ------------------------------------------------------------------
     def resolved(self, channels: int | None = None, teacher: "TrainConfig | None" = None) -> "TrainConfig":

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import torch
+
 
 CALM = 1.5  # the ratio under which the loss counts as steady
 
@@ -87,3 +89,25 @@ class SpikeGuard:
         self.losses.clear()
         self.losses.extend(float(v) for v in state.get("losses", []))
         self.rollbacks = int(state.get("rollbacks", 0))
+
+
+def snapshot(parts: dict) -> dict:
+    """CPU copies (off the accelerator's memory) of the state dicts of `parts` (model, EMA, optimizer,
+    scaler): what a rollback restores."""
+    return {name: _to_cpu(part.state_dict()) for name, part in parts.items()}
+
+
+def _to_cpu(value):
+    """A copy of a nested state dict with its tensors on the CPU (optimizer state for a snapshot)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+def finite(state: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state dict is finite (a rollback target must be)."""
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())

@@ -13,39 +13,29 @@ One run, one writer: `setup()` takes the run folder's lock (cmcore.runlock.acqui
 gives it back when it ends, however it ends. What training survives (a preview or a metrics line that
 cannot be written, a preview out of memory, a non-finite loss rolled back) is reported as an
 `events.Warning`; what it does not is one CmcoreError.
+
+The state it steps (lock, data and split, model, EMA, optimiser, streams, checkpoints) is
+cmcore.training_run.TrainingRun; the checkpoints' scores on held-out images are cmcore.evaluation.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
 import math
-import os
-import threading
 import time
-import weakref
-from pathlib import Path
-from typing import Callable
 
 import torch
 
-from . import distributed, events
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, OutOfMemoryError, SaveError, TrainingError
+from . import events
+from .errors import OutOfMemoryError, SaveError, TrainingError
 from .errors import reason as _why
-from .guard import SpikeGuard
-from .model import build_model, load_model
-from .rundir import CONFIG, DATA_REPORT, METRICS, PREVIEWS, append_metrics, atomic_write_bytes, file_digest, \
-    find_checkpoint, has_checkpoint, remove_checkpoints_after, truncate_metrics
-from .runlock import acquire_lock, clear_control, read_control, release_lock
-from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
+from .evaluation import mark_best, record_of
+from .guard import finite
 from .nets import count_parameters
-from .precond import ConsistencyFunction
-from .sampling import sample as run_sampler, to_uint8
-from .schedules import TimePairs, ema_warmup, lr_factor
+from .previews import preview_grids, write_previews
+from .rundir import METRICS, append_metrics, has_checkpoint
+from .runlock import read_control
+from .schedules import ema_warmup, lr_factor
+from .training_run import TrainingRun
 
-EventCallback = Callable[[object], None]
 MAX_NAN_ROLLBACKS = 3  # a non-finite loss rolls back (halving the learning rate) this often, then stops the run
 CONTROL_POLL_S = 0.5  # how often rank 0 reads the run's control file (and a paused run checks for Resume)
 
@@ -64,32 +54,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
-class Trainer:
-    def __init__(self, config: TrainConfig | None, run_dir: str | Path, *, resume: bool = False,
-                 on_event: EventCallback | None = None, dataset=None):
-        self.run_dir = Path(run_dir)
-        if config is None:
-            if not resume:
-                raise ConfigError("a new run needs a configuration")
-            config = TrainConfig.load(self.run_dir / CONFIG)
-        self.config = config
-        self.resume = resume
-        self._config_given = config is not None
-        self.on_event = on_event or (lambda event: None)
-        self.dataset = dataset
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
-        self.step = 0
-        self.lr_scale = 1.0  # halved by each rollback after a non-finite loss
-        self.nan_rollbacks = 0
-        self.teacher_record: dict | None = None  # cd: the teacher checkpoint's path, step and sha256
-        self._release: weakref.finalize | None = None  # gives the run's lock back (once)
-        self._metrics_failing = False
-        self.dist = distributed.Context()  # until setup(): alone
-        self._agreed = distributed.Agreed()  # what the processes agreed at the last step (distributed)
-        self._control_read, self._control_seen = 0.0, None
-
+class Trainer(TrainingRun):
     # --- thread-safe controls ----------------------------------------------------------------
     def request_stop(self) -> None:
         self._stop.set()
@@ -108,200 +73,6 @@ class Trainer:
     @property
     def stop_requested(self) -> bool:
         return self._stop.is_set()
-
-    # --- set-up ------------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Take the run's lock, load the data (and teacher), build or restore the model and optimiser:
-        everything `run` needs before its first step (and all `train_step` needs, for a benchmark).
-        `run` gives the lock back when it ends; a caller of `setup` alone calls `close()` when done."""
-        c = self.config = self.config.validate().with_absolute_paths()
-        c.check_paths(teacher=not self.resume)  # a resumed cd run checks the teacher it recorded
-        self.dist = distributed.context(c.device)  # under torchrun: joins the run's process group (once)
-        self.device = self.dist.train_device(c.device)
-        self.local_batch = self.dist.local_batch(c.batch_size)  # the global batch, split across the processes
-        if not self.dist.is_main:
-            self.on_event = _ignore  # rank 0 speaks for the run
-        created = not self.run_dir.exists()
-        try:
-            self._take_lock()
-            self._setup()
-        except BaseException:
-            self.close()
-            if created and self.dist.is_main:
-                _remove_if_empty(self.run_dir)
-            with contextlib.suppress(distributed.DistributedError):
-                self.dist.agree_ready(False)  # the other processes stop too, pointing here
-            raise
-        self.dist.agree_ready(True)
-        self.objective = self.dist.wrap(self.model, self.loss_fn)  # DDP in a process group (rank 0's weights)
-        self.dist.seed_streams(c.seed, self.step, (self.data_gen, self.noise_gen, self.time_gen))  # ranks > 0
-        self._agreed = distributed.Agreed(clock=self.elapsed)
-
-    def _take_lock(self) -> None:
-        if self._release is not None and self._release.alive:
-            return  # setup() before run(): already ours
-        if not self.dist.is_main:
-            return  # rank 0 holds the lock for the whole run
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = acquire_lock(self.run_dir)  # RunBusyError: "this run is being trained by pid N on HOST"
-        self._release = weakref.finalize(self, release_lock, self.run_dir, record)
-
-    def close(self) -> None:
-        """Give the run folder's lock back (also done when the Trainer is collected or the process exits)."""
-        if self._release is not None:
-            self._release()
-
-    def _setup(self) -> None:
-        c = self.config
-        torch.manual_seed(c.seed)
-        if not self.resume and has_checkpoint(self.run_dir):
-            raise ConfigError(f"{self.run_dir} already holds a run: resume it or choose a new folder")
-        resume_from = self._resume_checkpoint() if self.resume else None
-        if self.dataset is None:
-            from .data import load_dataset
-
-            self.dataset = load_dataset(c.data, c.resolution, c.channels, c.hflip)
-        self.channels, self.resolution = self.dataset.channels, self.dataset.resolution
-        try:
-            self.teacher, teacher_config = self._load_teacher(resume_from) if c.method == "cd" else (None, None)
-            # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
-            c = self.config = self.config.resolved(self.channels, teacher_config)
-            if resume_from is not None:
-                self._check_resumable(resume_from)
-            if self.dist.is_main:  # rank 0 alone writes the run folder
-                (self.run_dir / PREVIEWS).mkdir(exist_ok=True)
-                clear_control(self.run_dir)  # a run starts, or resumes, neither paused nor stopped
-                if not self.resume:
-                    (self.run_dir / METRICS).unlink(missing_ok=True)
-                if not self.resume or self._config_given:  # a resume may extend the run (more steps or minutes)
-                    c.save(self.run_dir / CONFIG)
-                atomic_write_bytes(self.run_dir / DATA_REPORT, json.dumps(self.dataset.report.to_dict(), indent=1).encode())
-
-            self.model = build_model(c, self.channels, self.resolution).to(self.device)
-            if self.teacher is not None and not self.resume:
-                self.model.load_state_dict(self.teacher.state_dict())  # a CD student starts from its teacher
-            self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        except torch.OutOfMemoryError:
-            raise OutOfMemoryError(f"out of memory setting up the {c.model} model on {self.device}: use a smaller "
-                                   "model or resolution, or another device") from None
-        self.optimizer = torch.optim.RAdam(self.model.parameters(), lr=c.lr, betas=(0.9, c.adam_beta2))
-        self.use_autocast = self.device.type == "cuda" and c.precision != "fp32"
-        self.amp_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and c.precision == "fp16")
-
-        self.pairs = TimePairs(c)
-        if c.method == "flow":
-            self.loss_fn = FlowLoss()
-        elif c.method == "cd":
-            self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.distance, c.huber_c)
-        else:
-            self.loss_fn = ConsistencyTrainingLoss(c.distance, c.huber_c)
-
-        self.data_gen = torch.Generator().manual_seed(c.seed * 4 + 1)
-        self.noise_gen = torch.Generator().manual_seed(c.seed * 4 + 2)
-        self.time_gen = torch.Generator().manual_seed(c.seed * 4 + 3)
-        self.preview_seed = c.seed + 12345
-        self.guard = SpikeGuard(c.spike_factor)
-        self.elapsed = 0.0
-        self.step = 0
-        if resume_from is not None:
-            self._restore(resume_from)
-            if self.guard.enabled and self.guard.calm():  # the resumed weights: the first rollback target
-                self.guard.add_snapshot(self.step, self._snapshot())
-
-    def _resume_checkpoint(self) -> Checkpoint:
-        """The checkpoint a resume starts from, checked against what this Trainer was asked to train
-        before any data is loaded or model built."""
-        if not has_checkpoint(self.run_dir):
-            raise CheckpointError(f"{self.run_dir} has no checkpoint to resume from")
-        ckpt = load_checkpoint(self.run_dir)
-        theirs, c = ckpt.config, self.config
-        changed = [("method", theirs.method, c.method)]
-        if c.method != "cd":  # a student's model is its teacher's, whatever the config says
-            changed.append(("model", theirs.model, c.model))
-        if c.parametrization != "auto" and c.method != "cd":
-            changed.append(("parametrization", theirs.resolved(ckpt.channels).parametrization, c.parametrization))
-        changed.append(("resolution", ckpt.resolution, c.resolution))
-        self._refuse_changes(changed)
-        return ckpt
-
-    def _check_resumable(self, ckpt: Checkpoint) -> None:
-        theirs, c = ckpt.config.resolved(ckpt.channels), self.config
-        self._refuse_changes([("channels", ckpt.channels, self.channels), ("model", theirs.model, c.model),
-                              ("parametrization", theirs.parametrization, c.parametrization)])
-
-    def _refuse_changes(self, changed: list[tuple[str, object, object]]) -> None:
-        for name, before, now in changed:
-            if str(before) != str(now):
-                raise ConfigError(f"{name}: {self.run_dir} was trained with {name} = {before!r} and cannot be resumed "
-                                  f"with {now!r}: keep {before!r}, or start a new run")
-
-    def _load_teacher(self, resume_from: Checkpoint | None) -> tuple[ConsistencyFunction, TrainConfig]:
-        """The teacher of a cd run: for a new run the checkpoint `teacher` names (a run's newest), recorded by
-        path, step and sha256 in every checkpoint the student saves; a resume uses that same file, unchanged."""
-        c = self.config
-        meta = resume_from.meta if resume_from is not None else {}
-        if "teacher_sha256" in meta:
-            path, step = Path(meta.get("teacher_path", "")), meta.get("teacher_step", "?")
-            if not path.is_file():
-                raise ConfigError(f"teacher: this run distils {path} (step {step}), which is gone (pruned, moved or "
-                                  "deleted): put that file back to resume")
-            digest = file_digest(path)
-            if digest != meta["teacher_sha256"]:
-                raise ConfigError(f"teacher: {path} (step {step}) has changed since this run started distilling it: "
-                                  "put the original file back to resume")
-            given = Path(c.teacher).expanduser().resolve() if c.teacher else path
-            if given != path and given not in path.parents:
-                raise ConfigError(f"teacher: this run distils {path}; a resumed run cannot change its teacher to "
-                                  f"{c.teacher} (start a new run for that)")
-        else:
-            if not Path(c.teacher).expanduser().exists():
-                raise ConfigError(f"teacher: {c.teacher} does not exist: give a `flow` run folder or checkpoint")
-            path = find_checkpoint(c.teacher).resolve()
-            digest = file_digest(path)
-        ckpt = load_checkpoint(path)
-        tc = ckpt.config.resolved(ckpt.channels)
-        if tc.method != "flow":
-            raise ConfigError(f"teacher {ckpt.path} is a {tc.method!r} run; a teacher must be a 'flow' run")
-        if (ckpt.channels, ckpt.resolution) != (self.channels, self.resolution):
-            raise ConfigError(f"teacher was trained on {ckpt.channels}-channel {ckpt.resolution}px images, this data is "
-                              f"{self.channels}-channel {self.resolution}px: match resolution and channels")
-        self.teacher_record = {"teacher_path": str(path), "teacher_step": ckpt.step, "teacher_sha256": digest}
-        self.config = c.replace(teacher=str(path))  # config.toml names the very checkpoint distilled
-        return load_model(ckpt, self.device), tc
-
-    def _restore(self, ckpt: Checkpoint) -> None:
-        try:
-            self.model.load_state_dict(ckpt.weights["model"])
-            self.ema.load_state_dict(ckpt.weights["ema"])
-        except (KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{ckpt.path} cannot be resumed: {_first_line(exc)}") from None
-        state = ckpt.load_state()
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            if "scaler" in state:
-                self.scaler.load_state_dict(state["scaler"])
-            for name in ("data_gen", "noise_gen", "time_gen"):
-                getattr(self, name).set_state(state[name])
-            torch.set_rng_state(state["torch_rng"])
-            if self.device.type == "cuda" and "cuda_rng" in state:  # dropout draws on the GPU
-                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-            self.guard.load_state_dict(state.get("guard", {}))  # older checkpoints have none
-            self.elapsed = float(state["elapsed"])
-            self.lr_scale = float(state.get("lr_scale", 1.0))
-            self.nan_rollbacks = int(state.get("nan_rollbacks", 0))
-            if not (math.isfinite(self.elapsed) and 0 < self.lr_scale <= 1 and self.nan_rollbacks >= 0):
-                raise ValueError("values out of range")
-        except torch.OutOfMemoryError:
-            raise OutOfMemoryError(f"out of memory restoring {ckpt.path.name} on {self.device}: use another "
-                                   "device") from None
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise CheckpointError(f"{ckpt.state_path()} does not fit this run ({_first_line(exc)}): it cannot be "
-                                  "resumed") from None
-        self.step = ckpt.step
-        if self.dist.is_main:
-            remove_checkpoints_after(self.run_dir, self.step)  # written by a process killed before `latest` named them
-            truncate_metrics(self.run_dir, self.step)
 
     # --- the loop ------------------------------------------------------------------------------
     def _fraction(self) -> float:
@@ -365,9 +136,11 @@ class Trainer:
                 self._preview_or_warn()
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save()
+                self._score_or_warn(final=False)
                 last_saved = self.step
         if self.step != last_saved or not has_checkpoint(self.run_dir):
             self.save()
+        self._score_or_warn(final=True)
         if c.preview_every and self.step % c.preview_every != 0:
             self._preview_or_warn()
         self.dist.barrier()  # every process ends once rank 0 has saved
@@ -461,7 +234,7 @@ class Trainer:
     def _recover_from_non_finite(self, exc: _NonFiniteLoss) -> None:
         """Roll back to the newest snapshot with finite weights and go on at half the learning rate;
         after MAX_NAN_ROLLBACKS such rollbacks in a run, stop with one line."""
-        target = next(((step, snap) for step, snap in reversed(self.guard.snapshots) if _finite(snap["model"])), None)
+        target = next(((step, snap) for step, snap in reversed(self.guard.snapshots) if finite(snap["model"])), None)
         lr = self.config.lr * self.lr_scale
         if target is None or self.nan_rollbacks >= MAX_NAN_ROLLBACKS:
             tried = f" (after {self.nan_rollbacks} rollbacks, each halving it)" if self.nan_rollbacks else ""
@@ -476,11 +249,6 @@ class Trainer:
                                                 f"{MAX_NAN_ROLLBACKS} such rollbacks)"))
 
     # --- the spike guard (cmcore/guard.py) ---------------------------------------------------------
-    def _snapshot(self) -> dict:
-        """Copies (on the CPU, off the accelerator's memory) of everything a rollback restores."""
-        parts = {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "scaler": self.scaler}
-        return {name: _to_cpu(part.state_dict()) for name, part in parts.items()}
-
     def _has_snapshot_at(self, step: int) -> bool:
         return bool(self.guard.snapshots) and self.guard.snapshots[-1][0] == step
 
@@ -492,12 +260,6 @@ class Trainer:
         self._restore_snapshot(snap)
         self.guard.rolled_back(to_step)
         self.on_event(events.RolledBack(self.step, to_step, ratio))
-
-    def _restore_snapshot(self, snap: dict) -> None:
-        self.model.load_state_dict(snap["model"])
-        self.ema.load_state_dict(snap["ema"])
-        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))  # moves the state to the params' device
-        self.scaler.load_state_dict(snap["scaler"])
 
     def _log(self, loss: float, lr: float, n: int, ips: float) -> None:
         if not self.dist.is_main:
@@ -526,11 +288,6 @@ class Trainer:
                                       self._fraction()))
 
     # --- previews and checkpoints ----------------------------------------------------------------
-    def preview_steps(self) -> tuple[tuple[int, str], ...]:
-        if self.config.default_sampler == "ode":
-            return ((1, "ode_euler"), (16, "ode_euler"))
-        return ((1, "multistep"), (4, "multistep"))
-
     def _preview_or_warn(self) -> None:
         if not self.dist.is_main:
             return
@@ -539,75 +296,33 @@ class Trainer:
         except (OutOfMemoryError, SaveError) as exc:  # training goes on without this preview
             self.on_event(events.Warning(self.step, f"no preview at step {self.step}: {exc}"))
 
-    @torch.no_grad()
     def preview(self) -> None:
-        """Sample grids from fixed noise: a Preview event, then one PNG each under previews/ (written
-        atomically). Raises OutOfMemoryError or SaveError; `run` turns them into warnings."""
-        from .export import make_grid, save_png
-
-        grids = {}
+        """Sample grids from fixed noise (cmcore.previews): a Preview event, then one PNG each under previews/.
+        Raises OutOfMemoryError or SaveError; `run` turns them into warnings."""
         c = self.config
         shape = (c.preview_count, self.channels, self.resolution, self.resolution)
+        grids = preview_grids(self.ema, shape, c.default_sampler, self.preview_seed, self.device)
+        self.on_event(events.Preview(self.step, {steps: grid for steps, (grid, _) in grids.items()}))
+        write_previews(self.run_dir, self.step, grids)
+
+    def _score_or_warn(self, final: bool) -> None:
+        """Rank 0, after a checkpoint: score it on the held-out images (cmcore.evaluation; the last one always,
+        the others when due), log the score and mark the best checkpoint. A score that fails (out of memory, a
+        full disk) is a warning."""
+        if self.evaluator is None or self._scored_step == self.step or not (final or self.evaluator.due()):
+            return
+        self._scored_step = self.step
         try:
-            for steps, sampler in self.preview_steps():
-                x = run_sampler(self.ema, shape, steps, self.preview_seed, sampler, self.device)
-                grids[steps] = (make_grid(to_uint8(x)), sampler)
+            scored = self.evaluator.evaluate(self.ema, self.step, self.device)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            raise OutOfMemoryError(f"out of memory drawing {c.preview_count} preview images on {self.device}: lower "
-                                   "preview_count, the batch size or the model size") from None
-        self.on_event(events.Preview(self.step, {steps: grid for steps, (grid, _) in grids.items()}))
-        for steps, (grid, sampler) in grids.items():
-            save_png(self.run_dir / PREVIEWS / f"step_{self.step:07d}_{steps}steps.png", grid,
-                     {"step": str(self.step), "steps": str(steps), "sampler": sampler})
-
-    def save(self) -> Path | None:
-        """Write a checkpoint (rank 0; the other processes of a distributed run write nothing: None)."""
-        if not self.dist.is_main:
-            return None
-        weights = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "data_gen": self.data_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
-                 "time_gen": self.time_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "elapsed": torch.tensor(self.elapsed, dtype=torch.float64), "guard": self.guard.state_dict(),
-                 "lr_scale": self.lr_scale, "nan_rollbacks": self.nan_rollbacks}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        path = save_checkpoint(self.run_dir, self.step, self.config, weights, state,
-                               {"channels": self.channels, "resolution": self.resolution,
-                                "num_params": count_parameters(self.model), **(self.teacher_record or {})})
-        self.on_event(events.CheckpointSaved(self.step, str(path)))
-        return path
-
-
-def _ignore(event) -> None:
-    pass
-
-
-def _to_cpu(value):
-    """A copy of a nested state dict with its tensors on the CPU (optimizer state for a snapshot)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
-    return value
-
-
-def _finite(state: dict[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """A run folder this Trainer created for a start that failed before writing anything."""
-    try:
-        os.rmdir(folder)
-    except OSError:
-        pass
+            self.on_event(events.Warning(self.step, f"no score at step {self.step}: out of memory on {self.device}"))
+            return
+        try:
+            append_metrics(self.run_dir, record_of(scored))
+            if scored.best:
+                mark_best(self.run_dir, self.step)
+        except (OSError, RuntimeError) as exc:
+            self.on_event(events.Warning(self.step, f"could not record the score of step {self.step} ({_why(exc)})"))
+        self.on_event(scored)

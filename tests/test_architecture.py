@@ -1,4 +1,4 @@
-"""The README's Architecture section lists each module with one line, and that list matches the files."""
+"""docs/architecture.md lists each module with one line, and that list matches the files."""
 import re
 from pathlib import Path
 
@@ -6,9 +6,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def listed_paths() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```", 2)[1]
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```", 2)[1]
     return [m.group(1) for line in block.splitlines() if (m := re.match(r"((?:cmcore|app)/\S+\.py)\s+\S", line))]
 
 
@@ -20,5 +19,5 @@ def module_files() -> set[str]:
 def test_every_module_is_listed_once_and_every_listed_module_exists():
     listed = listed_paths()
     assert len(listed) == len(set(listed)), "a module is listed twice"
-    assert sorted(set(listed) - module_files()) == [], "listed in the README but not in the tree"
-    assert sorted(module_files() - set(listed)) == [], "in the tree but not in the README's Architecture list"
+    assert sorted(set(listed) - module_files()) == [], "listed in docs/architecture.md but not in the tree"
+    assert sorted(module_files() - set(listed)) == [], "in the tree but not in docs/architecture.md"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 # Few, cheap steps: a test trains for a second or two, not minutes.
 FAST = dict(method="ct", model="tiny", resolution=16, batch_size=8, max_steps=10, max_minutes=0.0, log_every=1,
-            preview_every=4, checkpoint_every=0, warmup_steps=2, lr=1e-3, device="cpu", seed=0)
+            preview_every=4, checkpoint_every=0, warmup_steps=2, lr=1e-3, device="cpu", seed=0, score=False)
 
 
 def wait_for_data(qtbot, window, timeout: int = 60_000) -> None:

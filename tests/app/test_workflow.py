@@ -171,10 +171,10 @@ def test_a_loss_spike_is_rolled_back_and_reported(qtbot, make_window, dialog_log
 
     import torch
 
-    from cmcore import training
+    from cmcore import training, training_run
     from cmcore.guard import SpikeGuard
 
-    monkeypatch.setattr(training, "SpikeGuard", functools.partial(SpikeGuard, window=4, history=16, snapshot_every=8))
+    monkeypatch.setattr(training_run, "SpikeGuard", functools.partial(SpikeGuard, window=4, history=16, snapshot_every=8))
     original = training.Trainer.train_step
 
     def wreck_at_step_30(trainer):

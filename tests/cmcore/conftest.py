@@ -11,9 +11,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def small_config():
-    """A configuration that trains in a second or two on the CPU."""
+    """A configuration that trains in a second or two on the CPU (unscored: test_evaluation.py scores)."""
     return TrainConfig(data="demo", resolution=16, batch_size=8, max_steps=12, log_every=2, preview_every=6,
-                       checkpoint_every=6, preview_count=4, warmup_steps=2, device="cpu")
+                       checkpoint_every=6, preview_count=4, warmup_steps=2, device="cpu", score=False)
 
 
 @pytest.fixture(autouse=True)

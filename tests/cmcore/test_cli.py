@@ -21,9 +21,23 @@ def test_train_sample_info(tmp_path, capsys):
         assert im.size == (16, 16) and im.text["steps"] == "2" and im.text["seed"] == "5"
     assert (tmp_path / "grid.png").is_file()
     assert main(["info", str(out)]) == 0
-    assert "method     : ct" in capsys.readouterr().out
+    info = capsys.readouterr()
+    assert "method     : ct" in info.out
+    assert "score      : " in info.out and "best       : step 4, score " in info.out  # the run's end is scored
+    assert "step 4: score 1 step " in info.err  # said while training, --quiet or not
     # resume to a later step
     assert main(["train", "--out", str(out), "--resume", "--max-steps", "6", "--quiet"]) == 0
+
+
+def test_no_score_trains_on_every_image_and_scores_nothing(tmp_path, capsys):
+    from cmcore.rundir import best_step, read_metrics
+    from cmcore.split import read_split
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "demo", "--out", str(out), "--resolution", "16", "--batch-size", "4",
+                 "--max-steps", "2", "--device", "cpu", "--quiet", "--no-score"]) == 0
+    assert read_split(out) is None and best_step(out) is None
+    assert not any("score" in r for r in read_metrics(out)) and "score" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cmcore import events, training
+from cmcore import events, training_run
 from cmcore.rundir import read_metrics
 from cmcore.errors import ConfigError
 from cmcore.guard import SpikeGuard
@@ -80,7 +80,7 @@ def test_spike_factor_is_validated(small_config):
 
 
 def test_a_run_whose_weights_are_wrecked_rolls_back_and_recovers(small_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "SpikeGuard", functools.partial(SpikeGuard, window=4, history=16, snapshot_every=8))
+    monkeypatch.setattr(training_run, "SpikeGuard", functools.partial(SpikeGuard, window=4, history=16, snapshot_every=8))
     config = small_config.replace(method="flow", max_steps=48, log_every=4, preview_every=0, checkpoint_every=0)
     seen, restored = [], []
 

@@ -174,24 +174,27 @@ def tiny_run(tmp_path_factory):
 
 
 def test_cmcore_score_prints_a_table_and_json(tiny_run, capsys):
+    """A run trained with the defaults recorded its split: it is scored on its held-out images."""
     assert main(["score", str(tiny_run), "--steps", "1,2", "--num", "16", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     assert set(result["scores"]) == {"1", "2"} and all(isinstance(v, float) for v in result["scores"].values())
-    assert result["held_out"] is False and "recorded no held-out split" in result["reference"]
+    held = split.read_split(tiny_run)["held_out"]
+    assert result["held_out"] is True and result["num_reference"] == len(held) == 82
+    assert len(result["denoising"]["gap"]) == 3 and result["near_copies"]["held_out_share"] is not None
     assert any(line.startswith("steps") for line in out) and "near copies" in "\n".join(out)
 
 
-def test_cmcore_score_uses_the_runs_split(tiny_run, capsys, tmp_path):
+def test_cmcore_score_of_a_run_without_a_split_uses_its_data(tiny_run, capsys, tmp_path):
     import shutil
 
-    run = tmp_path / "split_run"
+    run = tmp_path / "no_split_run"
     shutil.copytree(tiny_run, run)
-    held = split.write_split(run, 4096, 0)
+    (run / split.SPLIT_FILE).unlink()
     assert main(["score", str(run), "--steps", "1", "--num", "8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["held_out"] is True and result["num_reference"] == len(held) == 82
-    assert len(result["denoising"]["gap"]) == 3 and result["near_copies"]["held_out_share"] is not None
+    assert result["held_out"] is False and "recorded no held-out split" in result["reference"]
+    assert result["denoising"] is None
 
 
 @pytest.mark.parametrize("argv,message", [

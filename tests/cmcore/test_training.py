@@ -306,9 +306,9 @@ def test_a_preview_out_of_memory_or_on_a_full_disk_is_a_warning_and_training_goe
                                                                                        monkeypatch):
     from PIL import Image
 
-    from cmcore import training
+    from cmcore import previews
 
-    real_sample = training.run_sampler
+    real_sample = previews.sample
     calls = {"n": 0}
 
     def sample_oom_once(*args, **kwargs):
@@ -322,7 +322,7 @@ def test_a_preview_out_of_memory_or_on_a_full_disk_is_a_warning_and_training_goe
             fh.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training, "run_sampler", sample_oom_once)
+    monkeypatch.setattr(previews, "sample", sample_oom_once)
     monkeypatch.setattr(Image.Image, "save", full_disk)
     step, seen = run(small_config, tmp_path / "p")
     assert step == 12 and seen[-1].reason == "max_steps"
