@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-score", dest="score", action="store_false", default=None,
                    help="train on every image and score no checkpoint (default: hold out 2 %% and score each)")
+    t.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write the metrics for TensorBoard to RUN/tensorboard (needs: pip install tensorboard)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw images from a run or checkpoint")
@@ -103,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 FLAG_FIELDS = ("data", "method", "teacher", "resolution", "channels", "model", "batch_size", "max_steps",
-               "max_minutes", "lr", "device", "seed", "score")
+               "max_minutes", "lr", "device", "seed", "score", "tensorboard")
 
 
 def _train(args) -> int:

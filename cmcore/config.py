@@ -110,6 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # 0 = only at the end
     preview_count: int = 16
     score: bool = True  # hold out images and score each checkpoint on them; keeps the best (cmcore/evaluation.py)
+    tensorboard: bool = False  # also write the metrics to RUN/tensorboard (cmcore/tensorboard_mirror.py)
 
     # --- automatic choices ------------------------------------------------------------------
     def resolved(self, channels: int | None = None, teacher: "TrainConfig | None" = None) -> "TrainConfig":
