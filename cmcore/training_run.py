@@ -65,6 +65,7 @@ class TrainingRun:
         self._control_read, self._control_seen = 0.0, None
         self.evaluator: Evaluator | None = None  # rank 0 of a scored run (cmcore.evaluation)
         self._scored_step: int | None = None
+        self._mirror = None  # the TensorBoard mirror (TrainConfig.tensorboard), closed with the run
 
     # --- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -78,10 +79,16 @@ class TrainingRun:
         self.local_batch = self.dist.local_batch(c.batch_size)  # the global batch, split across the processes
         if not self.dist.is_main:
             self.on_event = _ignore  # rank 0 speaks for the run
+        if c.tensorboard and self.dist.is_main:
+            from .tensorboard_mirror import require_tensorboard
+
+            require_tensorboard()  # before anything is written
         created = not self.run_dir.exists()
         try:
             self._take_lock()
             self._setup()
+            if c.tensorboard and self.dist.is_main:
+                self._mirror_to_tensorboard()
         except BaseException:
             self.close()
             if created and self.dist.is_main:
@@ -105,8 +112,23 @@ class TrainingRun:
 
     def close(self) -> None:
         """Give the run folder's lock back (also done when the Trainer is collected or the process exits)."""
+        if self._mirror is not None:
+            self._mirror.close()
+            self._mirror = None
         if self._release is not None:
             self._release()
+
+    def _mirror_to_tensorboard(self) -> None:
+        """Chain a TensorBoard writer after on_event (cmcore.tensorboard_mirror; ConfigError when not installed)."""
+        from .tensorboard_mirror import TensorBoardMirror
+
+        mirror, emit = TensorBoardMirror(self.run_dir), self.on_event
+
+        def on_event(event) -> None:
+            emit(event)
+            mirror(event)
+
+        self.on_event, self._mirror = on_event, mirror
 
     def _setup(self) -> None:
         c = self.config
