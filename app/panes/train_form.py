@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from cmcore.config import (AUTO, BETA2_CONSISTENCY, BETA2_FLOW, DISTANCES, FIELD_NAMES, LR_FROM_SCRATCH,
@@ -29,7 +29,7 @@ PRECISION_LABELS = {"fp32": "fp32 (exact)", "bf16": "bf16 (CUDA)", "fp16": "fp16
 ADVANCED_ROWS = (("s0", "s0 (start n)"), ("s1", "s1 (final n)"), ("ema_eval", "Eval EMA"), ("distance", "Distance"),
                  ("warmup_steps", "LR warm-up steps"), ("grad_clip", "Gradient clip"), ("adam_beta2", "Adam β2"),
                  ("spike_factor", "Spike guard ×"), ("log_every", "Log every"), ("preview_every", "Preview every"),
-                 ("checkpoint_every", "Checkpoint every"))
+                 ("checkpoint_every", "Checkpoint every"), ("score", "Quality score"), ("tensorboard", "TensorBoard"))
 
 
 def _combo(options: tuple[str, ...], labels: dict[str, str] | None = None) -> QComboBox:
@@ -68,6 +68,8 @@ def _read(widget: QWidget) -> Any:
     """The config value a widget shows. A spin box at its "auto" minimum is the config's AUTO."""
     if isinstance(widget, QComboBox):
         return widget.currentData()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
     if widget.specialValueText() == AUTO and widget.value() == widget.minimum():
         return AUTO
     return widget.value()
@@ -79,6 +81,8 @@ def _show(widget: QWidget, value: Any) -> None:
         index = widget.findData(value)
         if index >= 0:
             widget.setCurrentIndex(index)
+    elif isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
     elif value == AUTO:
         widget.setValue(widget.minimum())
     else:
@@ -123,6 +127,8 @@ class TrainForm(QWidget):
         w["log_every"] = _int(1, 100_000)
         w["preview_every"] = _int(0, 10_000_000, 50)
         w["checkpoint_every"] = _int(0, 10_000_000, 100)
+        w["score"] = QCheckBox("hold out 2 % and score each checkpoint")
+        w["tensorboard"] = QCheckBox("also write the metrics for TensorBoard")
         for name, widget in w.items():
             widget.setObjectName(name)  # tests and tools find a control by its field's name
         self._widgets = w
@@ -151,6 +157,10 @@ class TrainForm(QWidget):
             "checkpoint_every": "Steps between checkpoints (0 = only at the end)",
             "adam_beta2": f"Optimizer second-moment rate. auto: {BETA2_CONSISTENCY:g} for CT/CD (long runs recover "
                           f"from loss spikes with it), {BETA2_FLOW:g} for a flow teacher",
+            "score": "Hold out 2 % of the images (at least 32) and score each checkpoint's samples against them: the "
+                     "score on the loss plot and in Runs, and the best checkpoint kept. Off: train on every image",
+            "tensorboard": "Copy the loss and scores to RUN/tensorboard for `tensorboard --logdir` (needs the "
+                           "tensorboard package)",
             "spike_factor": "Roll back to recent good weights when the loss of the last 50 steps exceeds this many times "
                             "that of the 500 before (a spike that can ruin a consistency run). off: never",
         }

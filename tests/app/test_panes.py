@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QCheckBox
 
 from app import settings
 from cmcore import TrainConfig
@@ -289,3 +290,15 @@ def test_data_pane_shows_the_cache_and_its_limit_and_can_clear_it(qtbot, make_wi
     assert data.cache_size() == 0 and pane.cache_label.text() == "cache 0 bytes"
     assert "Cleared the cache" in pane.detail.text()
     pane.cache_limit.setValue(4.0)  # leave the process-wide limit as the other tests expect
+
+
+def test_the_score_and_tensorboard_switches_set_the_run_config(qtbot, make_window):
+    form = make_window().train_pane.form
+    score, mirror = form.findChild(QCheckBox, "score"), form.findChild(QCheckBox, "tensorboard")
+    assert score.isChecked() and not mirror.isChecked()  # the defaults: scored, no TensorBoard copy
+    qtbot.mouseClick(score, Qt.MouseButton.LeftButton, pos=QPoint(4, score.height() // 2))
+    mirror.setChecked(True)
+    values = form.values()
+    assert values["score"] is False and values["tensorboard"] is True
+    form.set_values({"score": True, "tensorboard": False})
+    assert score.isChecked() and not mirror.isChecked()
