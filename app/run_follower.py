@@ -52,7 +52,8 @@ class RunFollower(QObject):
     preview = Signal(object)  # events.Preview
     checkpoint_saved = Signal(object)  # events.CheckpointSaved
     run_finished = Signal(object)  # events.Finished
-    rolled_back = Signal(object)  # events.RolledBack (never: metrics.jsonl has counts; a Warning says it)
+    rolled_back = Signal(object)  # events.RolledBack (never: metrics.jsonl has counts; a Warning and a history say it)
+    scored = Signal(object)  # events.Scored, from the score lines of metrics.jsonl
     warning = Signal(object)  # events.Warning
     history = Signal(object)  # list[dict]: the metrics.jsonl records so far
     failed = Signal(object)  # ErrorInfo
@@ -232,11 +233,18 @@ class RunFollower(QObject):
             return
         first = not self._records
         self._records.extend(new)
-        if first:  # the curve so far (the whole of a run followed midway, or a file a resume cut back)
+        losses = [r for r in new if "loss" in r]
+        rolled = bool(losses) and int(losses[-1].get("rollbacks", 0)) > self._rollbacks
+        if first or rolled:  # the curve so far (a run followed midway, a file a resume cut back, a rollback's mark)
             self.history.emit(list(self._records))
         else:
-            self.progress.emit([self._progress(r) for r in new])
-        self._report_rollbacks(new[-1])
+            if losses:
+                self.progress.emit([self._progress(r) for r in losses])
+            for r in new:
+                if "score" in r:
+                    self.scored.emit(_scored(r))
+        if losses:
+            self._report_rollbacks(losses[-1])
 
     def _progress(self, r: dict):
         from cmcore import events
@@ -355,9 +363,27 @@ def _parse(data: bytes) -> list[dict]:
         except ValueError:
             continue
         step = record.get("step") if isinstance(record, dict) else None
-        if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) and "loss" in record:
+        if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) and \
+                ("loss" in record or _score_table(record) is not None):
             records.append(record)
     return records
+
+
+def _score_table(record: dict) -> dict[int, float] | None:
+    """{steps: score} of a score line (cmcore.evaluation), or None for any other line."""
+    table = record.get("score")
+    try:
+        return {int(k): float(v) for k, v in table.items()} if isinstance(table, dict) and table else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _scored(record: dict):
+    from cmcore import events
+
+    gap = record.get("gap")
+    return events.Scored(int(record["step"]), _score_table(record), float(gap) if isinstance(gap, (int, float)) else None,
+                         record.get("best") is True)
 
 
 def _read_png(path: Path):

@@ -237,8 +237,7 @@ class TrainPane(TrainSettings, RunSources, QWidget):
         worker.warning.connect(self._on_warning)
         worker.run_finished.connect(self._on_finished)
         worker.history.connect(self._on_history)
-        if hasattr(worker, "scored"):  # a RunFollower has none: it does not pass a folder's score records on
-            worker.scored.connect(self._on_scored)
+        worker.scored.connect(self._on_scored)
         worker.failed.connect(self._on_failed)
         worker.done.connect(self._on_done)
         self.progress.setValue(0)

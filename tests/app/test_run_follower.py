@@ -114,3 +114,29 @@ def test_follow_a_run_that_cmcore_train_writes_and_stop_it(qtbot, make_window, d
     step = rundir.latest_step(run)
     assert step >= 3 and tp.last_run == (run, "stopped") and tp.step == step
     assert dialog_log.errors == []
+
+
+def test_a_followed_run_passes_on_its_scores_and_redraws_for_a_rollback(qtbot, tmp_path):
+    import json
+
+    run = tmp_path / "r"
+    run.mkdir()
+    follower = run_follower.RunFollower(run)
+    follower.config = TrainConfig(max_steps=100, max_minutes=0.0)
+    got = {"history": [], "progress": [], "scored": []}
+    for name, found in got.items():
+        getattr(follower, name).connect(found.append)
+
+    def append(*records):
+        with open(run / rundir.METRICS, "a") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in records)
+        follower._read_metrics()
+
+    append({"step": 10, "loss": 0.5, "n": 2})
+    assert [len(h) for h in got["history"]] == [1]  # the first lines: the curve so far
+    append({"step": 20, "loss": 0.4, "n": 2}, {"step": 20, "score": {"1": 12.5, "2": 9.0}, "gap": 0.01, "best": True})
+    assert [e.step for batch in got["progress"] for e in batch] == [20]  # the score line is no loss point
+    assert [(s.step, s.scores, s.gap, s.best) for s in got["scored"]] == [(20, {1: 12.5, 2: 9.0}, 0.01, True)]
+    append({"step": 30, "loss": 0.9, "n": 4, "rollbacks": 1})
+    assert [len(h) for h in got["history"]] == [1, 4]  # a rollback redraws the curve with its mark
+    assert follower.step == 30
