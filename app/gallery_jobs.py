@@ -133,18 +133,38 @@ def checkpoint_for(source: str, which: str) -> str:
 def scored(checkpoint: str) -> tuple[int | None, int | None, float | None]:
     """(best step, latest step, the checkpoint's 1-step score) of the run a checkpoint file belongs to;
     all None for a file outside a run folder."""
-    from cmcore.rundir import best_step, latest_step, read_metrics, run_of, step_of
+    from cmcore.rundir import best_step, latest_step, run_of, step_of
 
     run = run_of(checkpoint)
     if run is None:
         return None, None, None
-    step = step_of(Path(checkpoint))
-    score = None
-    for record in read_metrics(run):
-        value = record.get("score", {}).get("1") if isinstance(record.get("score"), dict) else None
-        if record.get("step") == step and isinstance(value, (int, float)):
-            score = float(value)
-    return best_step(run), latest_step(run), score
+    return best_step(run), latest_step(run), _scores_of(run).get(step_of(Path(checkpoint)))
+
+
+_SCORES: dict[str, tuple[tuple[int, int], dict[int, float]]] = {}  # metrics file -> ((mtime, size), scores)
+
+
+def _scores_of(run: Path) -> dict[int, float]:
+    """{step: 1-step score} from a run's metrics.jsonl, read again only when the file changed: a long run's
+    file takes ~0.5 s per 100 000 lines to read, too slow for every move of the steps slider."""
+    from cmcore.rundir import METRICS, read_metrics
+
+    path = Path(run) / METRICS
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    key = (st.st_mtime_ns, st.st_size)
+    cached = _SCORES.get(str(path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    table = {}
+    for record in read_metrics(path):
+        value = record["score"].get("1") if isinstance(record.get("score"), dict) else None
+        if isinstance(value, (int, float)):
+            table[int(record["step"])] = float(value)
+    _SCORES[str(path)] = (key, table)
+    return table
 
 
 def run_sample(request: SampleRequest, cancel: Any = None) -> SampleResult:

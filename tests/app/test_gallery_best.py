@@ -83,3 +83,27 @@ def test_a_training_image_finds_itself_first_at_distance_zero(qtbot, make_window
     assert found.distances[1, 0] > 1e-3 and not held & set(found.indices.flatten().tolist())
     assert np.array_equal(found.neighbours[0, 0], gp.result.images[0])
     assert not dialog_log.errors
+
+
+def test_the_checkpoints_score_is_read_once_per_change_of_the_metrics(tmp_path, monkeypatch):
+    """A long run's metrics.jsonl is not read again on every move of the steps slider."""
+    import json
+    import os
+
+    import cmcore.rundir
+    from app import gallery_jobs
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(json.dumps({"step": 2, "loss": 0.5}) + "\n" + json.dumps({"step": 2, "score": {"1": 7.5}}) + "\n")
+    reads = []
+    real = cmcore.rundir.read_metrics
+    monkeypatch.setattr(cmcore.rundir, "read_metrics", lambda path: reads.append(path) or real(path))
+    checkpoint = str(run / "checkpoints" / "step_0000002.safetensors")
+    assert gallery_jobs.scored(checkpoint)[2] == 7.5
+    assert gallery_jobs.scored(checkpoint)[2] == 7.5 and len(reads) == 1  # unchanged file: the cached table
+    with open(metrics, "a") as fh:
+        fh.write(json.dumps({"step": 2, "score": {"1": 6.0}}) + "\n")
+    os.utime(metrics, ns=(1, 10**18))  # a new mtime even on a coarse clock
+    assert gallery_jobs.scored(checkpoint)[2] == 6.0 and len(reads) == 2
