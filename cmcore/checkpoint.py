@@ -47,6 +47,11 @@ class Checkpoint:
     def resolution(self) -> int:
         return int(self.meta["resolution"])
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes a class-conditional model was trained on (label i is class_names[i]); () when none."""
+        return class_names_of(self.meta)
+
     def state_path(self) -> Path:
         return state_file(self.path)
 
@@ -136,7 +141,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (KeyError, ValueError, TypeError, ConfigError) as exc:
         reason_text = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{file} has unreadable metadata: {reason_text}") from None
-    _check_tensors(file, header, config, int(meta["channels"]), int(meta["resolution"]))
+    _check_tensors(file, header, config, int(meta["channels"]), int(meta["resolution"]), len(class_names_of(meta)))
     try:
         flat = load_file(str(file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -176,16 +181,32 @@ def _checked_metadata(meta: dict) -> tuple[TrainConfig, int]:
                          f"got {resolved.parametrization!r}")
     if not 0 <= float(resolved.dropout) < 1:
         raise ValueError(f"dropout must be in [0, 1), got {resolved.dropout!r}")
+    class_names_of(meta)  # a malformed list is refused here, before any tensor is read
     return config, step
 
 
+MAX_CLASSES = 10_000
+
+
+def class_names_of(meta: dict) -> tuple[str, ...]:
+    """The checkpoint metadata's "class_names" (a JSON list, written only for a class-conditional model):
+    2 to MAX_CLASSES distinct non-empty names, else ValueError."""
+    if "class_names" not in meta:
+        return ()
+    names = json.loads(meta["class_names"])
+    if (not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n for n in names)):
+        raise ValueError("class_names must list 2 or more distinct names")
+    return tuple(names)
+
+
 def _check_tensors(file: Path, header: dict[str, tuple[tuple[int, ...], str]], config: TrainConfig,
-                   channels: int, resolution: int) -> None:
+                   channels: int, resolution: int, num_classes: int = 0) -> None:
     """Every tensor of the file is one the described model has, with its shape and dtype; every group
     (model, ema, target) that is there is whole, and model or ema is there."""
     from .model import expected_tensors
 
-    expected = expected_tensors(config.resolved(channels), channels, resolution)
+    expected = expected_tensors(config.resolved(channels), channels, resolution, num_classes)
     groups: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
     for key, spec in header.items():
         group, _, name = key.partition(".")

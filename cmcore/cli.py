@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", help="flow run directory or checkpoint (cd)")
     t.add_argument("--resolution", type=int)
     t.add_argument("--channels", choices=("auto", "1", "3"))
+    t.add_argument("--classes", choices=("auto", "on", "off"),
+                   help="train with classes: auto (the default) when a folder's images sit in 2+ sub-folders, named "
+                        "by them; on: required (the demo's and torchvision sets' own labels too); off: never")
     t.add_argument("--model", choices=("tiny", "small", "base"))
     t.add_argument("--batch-size", type=int)
     t.add_argument("--max-steps", type=int, help="stop after N steps (default 20000)")
@@ -50,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=("multistep", "ode"), default="multistep")
     s.add_argument("--grid", type=Path, help="also write all images as one grid PNG")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--class", dest="class_", metavar="NAME|INDEX",
+                   help="a class-conditional model: draw this class (default: every class in turn)")
 
     e = sub.add_parser("edit", help="edit with a trained model: inpaint, interpolate, img2img, colorize, upscale",
                        description="Zero-shot editing with the multistep sampler (white mask pixels are filled).")
@@ -105,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 FLAG_FIELDS = ("data", "method", "teacher", "resolution", "channels", "model", "batch_size", "max_steps",
-               "max_minutes", "lr", "device", "seed", "score", "tensorboard")
+               "max_minutes", "lr", "device", "seed", "score", "tensorboard", "classes")
 
 
 def _train(args) -> int:
@@ -233,16 +238,20 @@ def _sample(args) -> int:
     if args.steps < 1 or args.num < 1:
         raise CmcoreError("--steps and --num must be at least 1")
     gen = load_generator(args.source, args.device)
-    images = gen.sample(args.num, args.steps, args.seed, args.sampler)
+    labels = gen.labels_for(args.num, args.class_)  # ConfigError for an unknown class, or a model without any
+    images = gen.sample(args.num, args.steps, args.seed, args.sampler,
+                        classes=None if labels is None else labels.tolist())
     args.out.mkdir(parents=True, exist_ok=True)
     run = run_name(gen.source)
     meta = dict(run=run, checkpoint=str(gen.source), step=gen.step, method=gen.method, sampler=args.sampler,
                 steps=args.steps, seed=args.seed, count=args.num)
+    # the class in the PNG text chunks too: enough to draw the image again
+    named = {"class": gen.class_names[int(labels[0])]} if args.class_ is not None else {}
     stem = image_stem(run, gen.step, args.sampler, args.steps, args.seed)
     for i, image in enumerate(images):
-        save_png(unique_path(args.out / f"{stem}_{i:03d}.png"), image, image_metadata(**meta, index=i))
+        save_png(unique_path(args.out / f"{stem}_{i:03d}.png"), image, {**image_metadata(**meta, index=i), **named})
     if args.grid:
-        save_png(args.grid, make_grid(images), image_metadata(**meta))
+        save_png(args.grid, make_grid(images), {**image_metadata(**meta), **named})
     print(f"wrote {len(images)} images to {args.out}")
     return 0
 
@@ -257,6 +266,8 @@ def _info(args) -> int:
     print(f"method     : {c.method}   step {ckpt.step} of {c.max_steps}")
     print(f"model      : {c.model} ({ckpt.meta.get('num_params', '?')} parameters), {c.parametrization}")
     print(f"data       : {c.data}  {ckpt.meta.get('resolution', c.resolution)}px, {ckpt.meta.get('channels', '?')} channels")
+    if ckpt.class_names:
+        print(f"classes    : {len(ckpt.class_names)}: {', '.join(ckpt.class_names)}")
     run_dir = run_of(ckpt.path)
     records = read_metrics(run_dir) if run_dir is not None else []
     losses = [r for r in records if isinstance(r.get("loss"), (int, float))]

@@ -26,6 +26,7 @@ MODELS = ("tiny", "small", "base")
 DISTANCES = ("auto", "pseudo_huber", "l1_fine")
 PARAMETRIZATIONS = ("auto", "blend", "reflow")
 PRECISIONS = ("fp32", "bf16", "fp16")
+CLASSES = ("auto", "on", "off")  # class-conditional training (cmcore/data/classes.py says when "auto" has classes)
 AUTO = "auto"
 
 # The automatic choices, one line each on why; the evidence is in docs/measurements.md.
@@ -67,6 +68,9 @@ class TrainConfig:
     resolution: int = 32
     channels: str = AUTO  # auto | 1 | 3
     hflip: bool = False
+    # auto: with classes when a folder's images sit in 2+ sub-folders (their names); on: required (the demo's and
+    # torchvision sets' own labels too); off: never. A cd run's teacher must have the same classes.
+    classes: str = AUTO
     method: str = "ct"  # ct | cd | flow
     teacher: str = ""  # cd: run folder or checkpoint of a `flow` run; the student starts from its weights
 
@@ -177,6 +181,7 @@ class TrainConfig:
         choice("distance", DISTANCES)
         choice("precision", PRECISIONS)
         choice("parametrization", PARAMETRIZATIONS)
+        choice("classes", CLASSES)
         if str(self.channels) not in (AUTO, "1", "3"):
             raise ConfigError(f"channels must be auto, 1 or 3, got {self.channels!r}")
         self.channels = str(self.channels)

@@ -1,6 +1,7 @@
 """Training objectives, one small class each (after EDM's training/loss.py).
 
-Each `__call__` returns the per-sample loss for a batch of clean images x0 and noise x1.
+Each `__call__` returns the per-sample loss for a batch of clean images x0 and noise x1; `labels` (one class
+index per image) conditions every network pass, the teacher's too, for a class-conditional run (None: none).
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def fine_l1(diff: torch.Tensor) -> torch.Tensor:
 class FlowLoss:
     """ReFlow teacher: ‖v_θ(x_t, t) − (x1 − x0)‖², t ~ U[0, 1]."""
 
-    def __call__(self, model: ConsistencyFunction, x0, x1, t) -> torch.Tensor:
-        v = model.velocity(noise(x0, x1, t), t)
+    def __call__(self, model: ConsistencyFunction, x0, x1, t, labels=None) -> torch.Tensor:
+        v = model.velocity(noise(x0, x1, t), t, labels)
         return (v.float() - (x1 - x0).float()).flatten(1).square().mean(1)
 
 
@@ -48,19 +49,19 @@ class ConsistencyTrainingLoss:
     def __init__(self, distance: str, huber_c: float):
         self.distance, self.huber_c = distance, huber_c
 
-    def target_input(self, x0, x1, t, r) -> torch.Tensor:
+    def target_input(self, x0, x1, t, r, labels=None) -> torch.Tensor:
         return noise(x0, x1, r)
 
-    def __call__(self, model, x0, x1, t, r, n: int = 2) -> torch.Tensor:
+    def __call__(self, model, x0, x1, t, r, n: int = 2, labels=None) -> torch.Tensor:
         """`n`: the curriculum's step count. With n = 1 every r is 0, where f(·, 0) is the identity, so
         the target is its input itself and the network pass for it is skipped (the same numbers, less work)."""
         rng = SameDropout(model, x0.device)
-        pred = model(noise(x0, x1, t), t)
+        pred = model(noise(x0, x1, t), t, labels)
         with torch.no_grad():
-            target = self.target_input(x0, x1, t, r)
+            target = self.target_input(x0, x1, t, r, labels)
             if n > 1:
                 rng.replay()
-                target = model(target, r)
+                target = model(target, r, labels)
         return loss_weight(t, r) * distance(pred, target, self.distance, self.huber_c)
 
 
@@ -91,16 +92,28 @@ class ConsistencyDistillationLoss(ConsistencyTrainingLoss):
         self.teacher = teacher
 
     @torch.no_grad()
-    def target_input(self, x0, x1, t, r) -> torch.Tensor:
-        return teacher_step(self.teacher, noise(x0, x1, t), t, r)
+    def target_input(self, x0, x1, t, r, labels=None) -> torch.Tensor:
+        return teacher_step(self.teacher, noise(x0, x1, t), t, r, labels)
 
 
 @torch.no_grad()
-def teacher_step(teacher: ConsistencyFunction, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def teacher_step(teacher: ConsistencyFunction, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
     """One Heun step of dx/dt = v_φ(x, t) from t to r (r < t); an Euler step where r = 0."""
     dt = (r - t).reshape(-1, *([1] * (x.dim() - 1)))
-    v = teacher.velocity(x, t)
+    v = teacher.velocity(x, t, labels)
     x_euler = x + dt * v
-    v_next = teacher.velocity(x_euler, r.clamp_min(1e-4))
+    v_next = teacher.velocity(x_euler, r.clamp_min(1e-4), labels)
     x_heun = x + dt * 0.5 * (v + v_next)
     return torch.where((r > 0).reshape(dt.shape), x_heun, x_euler)
+
+
+class BatchLabels:
+    """A loss of a class-conditional run, called as the unconditional one is (`loss(model, x0, x1, t[, r, n])`,
+    also through DDP's Objective), with the labels of the batch drawn last (`labels`) passed on."""
+
+    def __init__(self, loss):
+        self.loss, self.labels = loss, None
+
+    def __call__(self, model, *args) -> torch.Tensor:
+        return self.loss(model, *args, labels=self.labels)

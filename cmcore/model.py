@@ -10,17 +10,19 @@ from .nets import build_unet
 from .precond import ConsistencyFunction
 
 
-def build_model(config: TrainConfig, channels: int, resolution: int) -> ConsistencyFunction:
-    """A freshly initialised model for a resolved config (dropout and parametrization concrete)."""
-    return ConsistencyFunction(build_unet(config.model, channels, resolution, float(config.dropout)),
+def build_model(config: TrainConfig, channels: int, resolution: int, num_classes: int = 0) -> ConsistencyFunction:
+    """A freshly initialised model for a resolved config (dropout and parametrization concrete); conditioned on
+    `num_classes` classes when there are any."""
+    return ConsistencyFunction(build_unet(config.model, channels, resolution, float(config.dropout), num_classes),
                                config.parametrization)
 
 
-def expected_tensors(config: TrainConfig, channels: int, resolution: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def expected_tensors(config: TrainConfig, channels: int, resolution: int,
+                     num_classes: int = 0) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """name -> (shape, dtype) of the state dict of the model a resolved config describes. Built on the
     meta device: no memory is allocated and no random number drawn, whatever the sizes."""
     with torch.device("meta"):
-        model = build_model(config, channels, resolution)
+        model = build_model(config, channels, resolution, num_classes)
     return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
 
 
@@ -31,7 +33,7 @@ def load_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> Consiste
     config = ckpt.config.resolved(ckpt.channels)
     try:
         weights = ckpt.weights.get("ema") or ckpt.weights["model"]
-        model = build_model(config, ckpt.channels, ckpt.resolution)
+        model = build_model(config, ckpt.channels, ckpt.resolution, len(ckpt.class_names))
         _check_dtypes(model.state_dict(), weights)
         model.load_state_dict(weights)
     except (KeyError, ValueError, RuntimeError) as exc:

@@ -94,9 +94,10 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """F(x, c_noise): image in, image out, same shape."""
+    """F(x, c_noise[, labels]): image in, image out, same shape. With `num_classes` > 0 a class embedding is
+    added to the time embedding (labels None: none added)."""
 
-    def __init__(self, channels: int, resolution: int, spec: UNetSpec, dropout: float = 0.0):
+    def __init__(self, channels: int, resolution: int, spec: UNetSpec, dropout: float = 0.0, num_classes: int = 0):
         super().__init__()
         self.patch = spec.patch if resolution // spec.patch >= 8 else 1
         resolution //= self.patch
@@ -134,6 +135,11 @@ class UNet(nn.Module):
                 res *= 2
         self.head = nn.Sequential(nn.GroupNorm(_groups(ch), ch), nn.SiLU(),
                                   _zero(nn.Conv2d(ch, channels * self.patch**2, 3, padding=1)))
+        # Made last, from zeros (no random draw): an unconditional net is built exactly as before, and a
+        # conditional one starts as the unconditional one and learns what each class adds.
+        self.num_classes = num_classes
+        self.class_embed = nn.Embedding(num_classes, emb_dim, _weight=torch.zeros(num_classes, emb_dim)) \
+            if num_classes else None
 
     @staticmethod
     def _block(cin, cout, emb_dim, dropout, res, spec) -> nn.Module:
@@ -142,8 +148,10 @@ class UNet(nn.Module):
             return nn.ModuleList([block, SelfAttention(cout)])
         return nn.ModuleList([block])
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_embed(c_noise)
+        if labels is not None and self.class_embed is not None:
+            emb = emb + self.class_embed(labels)
         h = self.stem(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for layer in self.down:
@@ -169,8 +177,8 @@ def _apply(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor
     return layer(h)  # downsampling conv
 
 
-def build_unet(model: str, channels: int, resolution: int, dropout: float = 0.0) -> UNet:
-    return UNet(channels, resolution, PRESETS[model], dropout)
+def build_unet(model: str, channels: int, resolution: int, dropout: float = 0.0, num_classes: int = 0) -> UNet:
+    return UNet(channels, resolution, PRESETS[model], dropout, num_classes)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -33,6 +33,11 @@ def export_model(source: str | Path, out: str | Path, onnx: bool = True, seed: i
 
     out = Path(out)
     ckpt = load_checkpoint(source)
+    if ckpt.class_names:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{ckpt.path} is class-conditional ({len(ckpt.class_names)} classes): exporting such a "
+                          "model is not supported yet; sample it with cmcore sample --class NAME")
     weights = ckpt.weights.get("ema") or ckpt.weights["model"]
     gen = load_generator(ckpt.path)
     meta = {**{k: v for k, v in ckpt.meta.items() if k in ("format", "version", "step", "config", "channels",

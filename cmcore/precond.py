@@ -41,19 +41,53 @@ class ConsistencyFunction(nn.Module):
             return one, -t, one, t
         return 1 - t, t, one, t
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The consistency function f(x_t, t): an estimate of x0."""
+    @property
+    def num_classes(self) -> int:
+        """The classes the network is conditioned on; 0: an unconditional model."""
+        return getattr(self.net, "num_classes", 0)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The consistency function f(x_t, t[, labels]): an estimate of x0."""
         t = _as_batch(t, x)
         c_skip, c_out, c_in, c_noise = self.scalings(t)
-        out = self.net(_bcast(c_in, x) * x, c_noise)
+        out = self._net(_bcast(c_in, x) * x, c_noise, labels)
         return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.to(x.dtype)
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """v(x_t, t) = dx_t/dt of the ReFlow ODE, (x - f)/t; the network itself for `reflow`."""
         t = _as_batch(t, x)
         if self.parametrization == "reflow":
-            return self.net(x, t).to(x.dtype)
-        return x - self.net(x, t).to(x.dtype)  # blend: exact at every t, no division by t
+            return self._net(x, t, labels).to(x.dtype)
+        return x - self._net(x, t, labels).to(x.dtype)  # blend: exact at every t, no division by t
+
+    def _net(self, x, c_noise, labels):
+        # An unconditional call stays F(x, c_noise): any backbone with that signature still works.
+        return self.net(x, c_noise) if labels is None else self.net(x, c_noise, labels)
+
+
+class WithLabels(nn.Module):
+    """f with its class labels bound, for samplers that call f(x, t) and f.velocity(x, t): `labels` one per
+    image (or one for all); None: image i of each call gets class i mod num_classes (every class in turn)."""
+
+    def __init__(self, model: ConsistencyFunction, labels: torch.Tensor | None = None):
+        super().__init__()
+        self.model, self.labels = model, labels
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def _labels(self, x: torch.Tensor) -> torch.Tensor:
+        if self.labels is None:
+            return torch.arange(x.shape[0], device=x.device) % self.model.num_classes
+        labels = torch.as_tensor(self.labels, dtype=torch.long).to(x.device).reshape(-1)
+        return labels.expand(x.shape[0]) if labels.numel() == 1 else labels
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x, t, self._labels(x))
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model.velocity(x, t, self._labels(x))
 
 
 def _as_batch(t, x: torch.Tensor) -> torch.Tensor:

@@ -18,17 +18,33 @@ def preview_steps(default_sampler: str) -> tuple[tuple[int, str], ...]:
     return ((1, "multistep"), (4, "multistep"))
 
 
+MAX_CLASS_ROWS = 16  # a preview of a class-conditional run shows its first classes, one row each
+
+
+def class_rows(count: int, num_classes: int) -> tuple[torch.Tensor, int]:
+    """(the label of each preview image, images per row) for one class per row: the first MAX_CLASS_ROWS
+    classes, about `count` images in all and at least 2 per class."""
+    rows = min(num_classes, MAX_CLASS_ROWS)
+    per_row = max(2, round(count / rows))
+    return torch.arange(rows).repeat_interleave(per_row), per_row
+
+
 @torch.no_grad()
 def preview_grids(ema, shape: tuple[int, int, int, int], default_sampler: str, seed: int,
-                  device) -> dict[int, tuple[np.ndarray, str]]:
-    """{steps: (uint8 grid H×W×C, sampler)}; OutOfMemoryError (one line) when the images do not fit."""
+                  device, num_classes: int = 0) -> dict[int, tuple[np.ndarray, str]]:
+    """{steps: (uint8 grid H×W×C, sampler)}, one class per row for a class-conditional model (`num_classes`);
+    OutOfMemoryError (one line) when the images do not fit."""
     from .export import make_grid
 
+    labels, nrow = None, None
+    if num_classes:
+        labels, nrow = class_rows(shape[0], num_classes)
+        shape = (len(labels), *shape[1:])
     grids = {}
     try:
         for steps, sampler in preview_steps(default_sampler):
-            x = sample(ema, shape, steps, seed, sampler, device)
-            grids[steps] = (make_grid(to_uint8(x)), sampler)
+            x = sample(ema, shape, steps, seed, sampler, device, labels=labels)
+            grids[steps] = (make_grid(to_uint8(x), nrow), sampler)
     except torch.OutOfMemoryError:
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()

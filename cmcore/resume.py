@@ -29,11 +29,21 @@ def resume_checkpoint(run_dir: Path, config: TrainConfig) -> Checkpoint:
     return ckpt
 
 
-def check_resumable(run_dir: Path, ckpt: Checkpoint, config: TrainConfig, channels: int) -> None:
-    """Once the data is loaded and `config` resolved: the same channels, model and parametrization."""
+def check_resumable(run_dir: Path, ckpt: Checkpoint, config: TrainConfig, channels: int,
+                    class_names: tuple[str, ...] = ()) -> None:
+    """Once the data is loaded and `config` resolved: the same channels, model, parametrization and classes."""
     theirs = ckpt.config.resolved(ckpt.channels)
     refuse_changes(run_dir, [("channels", ckpt.channels, channels), ("model", theirs.model, config.model),
-                             ("parametrization", theirs.parametrization, config.parametrization)])
+                             ("parametrization", theirs.parametrization, config.parametrization),
+                             ("classes", describe_classes(ckpt.class_names), describe_classes(class_names))])
+
+
+def describe_classes(names: tuple[str, ...]) -> str:
+    """"none", or the class names (the first few) for a one-line message."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:6]) + (f" … ({len(names)} in all)" if len(names) > 6 else "")
+    return shown
 
 
 def refuse_changes(run_dir: Path, changed: list[tuple[str, object, object]]) -> None:
@@ -44,7 +54,7 @@ def refuse_changes(run_dir: Path, changed: list[tuple[str, object, object]]) -> 
 
 
 def load_teacher(config: TrainConfig, resume_from: Checkpoint | None, channels: int, resolution: int,
-                 device) -> tuple[ConsistencyFunction, TrainConfig, dict]:
+                 device, class_names: tuple[str, ...] = ()) -> tuple[ConsistencyFunction, TrainConfig, dict]:
     """(the teacher, its resolved config, its record {"teacher_path", "teacher_step", "teacher_sha256"}) of a
     cd run: for a new run the checkpoint `config.teacher` names (a run's newest), recorded in every checkpoint
     the student saves; a resume uses that same file, unchanged."""
@@ -75,5 +85,9 @@ def load_teacher(config: TrainConfig, resume_from: Checkpoint | None, channels: 
     if (ckpt.channels, ckpt.resolution) != (channels, resolution):
         raise ConfigError(f"teacher was trained on {ckpt.channels}-channel {ckpt.resolution}px images, this data is "
                           f"{channels}-channel {resolution}px: match resolution and channels")
+    if tuple(ckpt.class_names) != tuple(class_names):
+        raise ConfigError(f"teacher: its classes are {describe_classes(ckpt.class_names)}, this run's are "
+                          f"{describe_classes(class_names)}: a cd teacher needs the same classes (distil a flow run "
+                          "trained on this data with the same classes setting)")
     record = {"teacher_path": str(path), "teacher_step": ckpt.step, "teacher_sha256": digest}
     return load_model(ckpt, device), tc, record

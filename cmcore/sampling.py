@@ -117,8 +117,11 @@ SAMPLERS = {"onestep": onestep, "multistep": multistep, "ode": ode_euler, "ode_e
 
 
 def sample(model, shape, steps: int, seed: int, sampler: str = "multistep", device="cpu",
-           times: Sequence[float] | None = None, callback: Callback = None, first: int = 0) -> torch.Tensor:
-    """Images in [-1, 1]: image i (counting from `first`) from its own noise stream, seed + i."""
+           times: Sequence[float] | None = None, callback: Callback = None, first: int = 0,
+           labels=None) -> torch.Tensor:
+    """Images in [-1, 1]: image i (counting from `first`) from its own noise stream, seed + i. A class-conditional
+    model draws class `labels[i]` for image i (one label: all of them; None: every class in turn)."""
+    model = with_labels(model, labels)
     noise = ImageNoise.for_images(seed, shape[0], first)
     x1 = noise.draw(torch.empty(shape)).to(device)
     fn = SAMPLERS[sampler] if steps > 1 or sampler != "multistep" else onestep
@@ -126,12 +129,33 @@ def sample(model, shape, steps: int, seed: int, sampler: str = "multistep", devi
 
 
 def strip(model, shape, steps: Sequence[int], seed: int, index: int = 0, device="cpu",
-          callback: Callback = None) -> torch.Tensor:
+          callback: Callback = None, label: int | None = None) -> torch.Tensor:
     """Image `index` of a seed drawn with each step count in `steps` (the gallery's 1/2/4/8 strip), in
-    one batched `multistep_rows` run: row k equals image `index` of `sample(..., steps[k], seed)`."""
+    one batched `multistep_rows` run: row k equals image `index` of `sample(..., steps[k], seed)` (of class
+    `label` for a class-conditional model; None: the class `sample` gives image `index`)."""
+    if getattr(model, "num_classes", 0):
+        model = with_labels(model, [index % model.num_classes if label is None else label])
     noise = ImageNoise([seed + index] * len(steps))
     x1 = noise.draw(torch.empty((len(steps), *shape[1:]))).to(device)
     return multistep_rows(model, x1, [default_times(k) for k in steps], noise, callback)
+
+
+def with_labels(model, labels=None):
+    """`model` as the samplers call it, f(x, t): a class-conditional one with its labels bound
+    (cmcore.precond.WithLabels); an unconditional one as it is (labels must then be None)."""
+    if not getattr(model, "num_classes", 0):
+        if labels is not None:
+            raise ValueError("this model has no classes: sample it without labels")
+        return model
+    from .precond import WithLabels
+
+    if isinstance(model, WithLabels) and labels is None:
+        return model  # already bound
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < model.num_classes:
+            raise ValueError(f"class labels must be 0 to {model.num_classes - 1}")
+    return WithLabels(model, labels)
 
 
 def to_uint8(x: torch.Tensor):

@@ -218,7 +218,12 @@ class Trainer(TrainingRun):
         """This process's share of the step's batch, on the device: images x0, noise x1, times t and (consistency
         methods; None for flow) r, drawn in this order from the data, noise and time streams."""
         b = self.local_batch
-        x0 = self.dataset.sample_batch(b, self.data_gen).to(self.device)
+        if self.class_names:  # the batch's classes come with its images (the same indices, no further draw)
+            x0, labels = self.dataset.sample_batch(b, self.data_gen, with_labels=True)
+            self.loss_fn.labels = labels.to(self.device)
+        else:
+            x0 = self.dataset.sample_batch(b, self.data_gen)
+        x0 = x0.to(self.device)
         x1 = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
         if self.config.method == "flow":
             return x0, x1, torch.rand(b, generator=self.time_gen).to(self.device), None
@@ -301,7 +306,8 @@ class Trainer(TrainingRun):
         Raises OutOfMemoryError or SaveError; `run` turns them into warnings."""
         c = self.config
         shape = (c.preview_count, self.channels, self.resolution, self.resolution)
-        grids = preview_grids(self.ema, shape, c.default_sampler, self.preview_seed, self.device)
+        grids = preview_grids(self.ema, shape, c.default_sampler, self.preview_seed, self.device,
+                              len(self.class_names))
         self.on_event(events.Preview(self.step, {steps: grid for steps, (grid, _) in grids.items()}))
         write_previews(self.run_dir, self.step, grids)
 

@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, OutOfMemoryError
 from .evaluation import Evaluator, best_so_far, score_steps, split_for_run
 from .guard import SpikeGuard, snapshot
-from .methods import ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
+from .methods import BatchLabels, ConsistencyDistillationLoss, ConsistencyTrainingLoss, FlowLoss
 from .model import build_model
 from .nets import count_parameters
 from .resume import check_resumable, load_teacher, resume_checkpoint
@@ -57,6 +57,7 @@ class TrainingRun:
         self.step = 0
         self.lr_scale = 1.0  # halved by each rollback after a non-finite loss
         self.nan_rollbacks = 0
+        self.class_names: tuple[str, ...] = ()  # the classes the run is conditioned on (set up with the data)
         self.teacher_record: dict | None = None  # cd: the teacher checkpoint's path, step and sha256
         self._release: weakref.finalize | None = None  # gives the run's lock back (once)
         self._metrics_failing = False
@@ -139,19 +140,21 @@ class TrainingRun:
         if self.dataset is None:
             from .data import load_dataset
 
-            self.dataset = load_dataset(c.data, c.resolution, c.channels, c.hflip)
+            self.dataset = load_dataset(c.data, c.resolution, c.channels, c.hflip, classes=c.classes)
         self.channels, self.resolution = self.dataset.channels, self.dataset.resolution
+        self.class_names = run_classes(c, self.dataset)
         held_out = self._hold_out()
         try:
             self.teacher, teacher_config = None, None
             if c.method == "cd":
                 self.teacher, teacher_config, self.teacher_record = load_teacher(c, resume_from, self.channels,
-                                                                                 self.resolution, self.device)
+                                                                                 self.resolution, self.device,
+                                                                                 self.class_names)
                 self.config = c.replace(teacher=self.teacher_record["teacher_path"])  # names the very file distilled
             # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
             c = self.config = self.config.resolved(self.channels, teacher_config)
             if resume_from is not None:
-                check_resumable(self.run_dir, resume_from, c, self.channels)
+                check_resumable(self.run_dir, resume_from, c, self.channels, self.class_names)
             if self.dist.is_main:  # rank 0 alone writes the run folder
                 (self.run_dir / PREVIEWS).mkdir(exist_ok=True)
                 clear_control(self.run_dir)  # a run starts, or resumes, neither paused nor stopped
@@ -161,7 +164,7 @@ class TrainingRun:
                     c.save(self.run_dir / CONFIG)
                 atomic_write_bytes(self.run_dir / DATA_REPORT, json.dumps(self.dataset.report.to_dict(), indent=1).encode())
 
-            self.model = build_model(c, self.channels, self.resolution).to(self.device)
+            self.model = build_model(c, self.channels, self.resolution, len(self.class_names)).to(self.device)
             if self.teacher is not None and not self.resume:
                 self.model.load_state_dict(self.teacher.state_dict())  # a CD student starts from its teacher
             self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -180,6 +183,8 @@ class TrainingRun:
             self.loss_fn = ConsistencyDistillationLoss(self.teacher, c.distance, c.huber_c)
         else:
             self.loss_fn = ConsistencyTrainingLoss(c.distance, c.huber_c)
+        if self.class_names:
+            self.loss_fn = BatchLabels(self.loss_fn)  # `_draw` gives it each batch's labels
 
         self.data_gen = torch.Generator().manual_seed(c.seed * 4 + 1)
         self.noise_gen = torch.Generator().manual_seed(c.seed * 4 + 2)
@@ -274,10 +279,23 @@ class TrainingRun:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         path = save_checkpoint(self.run_dir, self.step, self.config, weights, state,
                                {"channels": self.channels, "resolution": self.resolution,
-                                "num_params": count_parameters(self.model), **(self.teacher_record or {})})
+                                "num_params": count_parameters(self.model), **(self.teacher_record or {}),
+                                **({"class_names": json.dumps(list(self.class_names))} if self.class_names else {})})
         self.on_event(events.CheckpointSaved(self.step, str(path)))
         return path
 
+
+
+def run_classes(config: TrainConfig, dataset) -> tuple[str, ...]:
+    """The classes a run is conditioned on: the data set's (cmcore.data.classes decided them from the `classes`
+    setting), none with classes = off whatever a data set handed in has; classes = on requires some."""
+    names = () if config.classes == "off" else tuple(dataset.class_names)
+    if config.classes == "on" and not names:
+        raise ConfigError("classes = on, but this data has no classes: put its images in two or more "
+                          "sub-folders, one per class, or set classes = auto")
+    if names and (dataset.labels is None or len(dataset.labels) != len(dataset)):
+        raise ConfigError("the data set names classes but has no label for each image")
+    return names
 
 
 def _ignore(event) -> None:

@@ -23,13 +23,14 @@ from .cache import (
     DEFAULT_CACHE_LIMIT_BYTES, cache_limit, cache_size, clear_cache, default_cache_dir,
     prune_cache, set_cache_limit,
 )
+from .classes import CLASS_SETTINGS, check_setting, choose, class_counts
 from .dataset import DataReport, ImageDataset, SkippedFile
-from .demo import make_demo
+from .demo import DEMO_CLASSES, make_demo
 from .folders import load_folder
-from .torchvision_sets import TORCHVISION_SETS, load_torchvision
+from .torchvision_sets import TORCHVISION_CLASSES, TORCHVISION_SETS, load_torchvision
 
 __all__ = [
-    "DEFAULT_CACHE_LIMIT_BYTES", "DataError", "DataReport", "ImageDataset", "SkippedFile",
+    "CLASS_SETTINGS", "DEFAULT_CACHE_LIMIT_BYTES", "DataError", "DataReport", "ImageDataset", "SkippedFile",
     "cache_limit", "cache_size", "clear_cache", "default_cache_dir", "describe_spec",
     "load_dataset", "prune_cache", "set_cache_limit",
 ]
@@ -55,6 +56,7 @@ def load_dataset(
     cancel: Callable[[], bool] | None = None,
     max_pixels: int = 64_000_000,
     scan_progress: Callable[[int], None] | None = None,
+    classes: str = "auto",
 ) -> ImageDataset:
     """Load ``spec`` as square ``resolution`` images with ``channels`` (auto, 1 or 3).
 
@@ -65,8 +67,10 @@ def load_dataset(
     of image files found so far (the total is unknown until the walk ends): at the first
     file, then every 0.1 s, then once with the final count. Folder images larger than
     ``max_pixels`` are skipped before being decoded. Every expected failure raises
-    ``DataError``.
+    ``DataError``. ``classes`` (auto, on, off) decides whether the set is class-conditional
+    (``ImageDataset.class_names``): see ``cmcore.data.classes``.
     """
+    setting = check_setting(classes)
     if not isinstance(resolution, int) or resolution < 4:
         raise DataError(f"resolution must be a whole number of at least 4 pixels, got {resolution!r}")
     wanted = _parse_channels(channels)
@@ -74,11 +78,13 @@ def load_dataset(
     if _is_demo(spec):
         images, labels = make_demo(resolution, wanted or 3)
         report = DataReport("demo", len(images), resolution, images.shape[1])
+        names, builtin = DEMO_CLASSES, True
     else:
         name, root = _split_torchvision(spec)
         if name:
             images, labels = load_torchvision(name, root, resolution, wanted, progress, cancel)
             report = DataReport(spec, len(images), resolution, images.shape[1])
+            names, builtin = TORCHVISION_CLASSES[name], True
         else:
             folder = Path(spec).expanduser()
             if not folder.is_dir():
@@ -86,13 +92,19 @@ def load_dataset(
                     f"Data source not found: {spec!r} is neither a folder nor one of "
                     "demo, mnist:ROOT, fashionmnist:ROOT, cifar10:ROOT"
                 )
-            images, report = load_folder(
+            images, report, names, labels = load_folder(
                 folder.resolve(), resolution, channels, wanted, cache_dir,
                 progress, cancel, max_pixels, scan_progress,
             )
-            labels = None
+            builtin = False
+    used = choose(setting, names, builtin, report.classes_note, describe_spec(spec))
+    if used and builtin:  # the demo's or a torchvision set's own labels
+        report.classes = class_counts(names, labels)
+    elif not used and not builtin:
+        labels = None  # a folder trained without classes, as before classes existed
+    report.classes_used = used
     report.seconds = time.perf_counter() - start
-    return ImageDataset(images, report, labels, hflip)
+    return ImageDataset(images, report, labels, hflip, names if used else ())
 
 
 def _is_demo(spec: str) -> bool:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from .classes import class_counts, folder_classes
 from .cache import cache_key, default_cache_dir, entry_name, read_cache, write_cache
 from .dataset import DataReport, SkippedFile
 from .decode import decode_file, header_is_gray
@@ -41,8 +42,9 @@ def load_folder(
     cancel: Callable[[], bool] | None,
     max_pixels: int,
     scan_progress: Callable[[int], None] | None = None,
-) -> tuple[torch.Tensor, DataReport]:
-    """Every usable image under ``folder`` (resolved), from the cache when it is current."""
+) -> tuple[torch.Tensor, DataReport, tuple[str, ...], torch.Tensor | None]:
+    """Every usable image under ``folder`` (resolved), from the cache when it is current, with the classes
+    its sub-folders give (names, one label per image; (), None when none: cmcore.data.classes)."""
     candidates = find_candidates(folder, scan_progress, cancel)
     if not candidates:
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
@@ -55,9 +57,8 @@ def load_folder(
     cached = read_cache(cache_file, resolution, len(candidates))
     if cached is not None:
         images, skipped = cached
-        return images, DataReport(
-            str(folder), len(images), resolution, images.shape[1], skipped, cache_hit=True
-        )
+        report = DataReport(str(folder), len(images), resolution, images.shape[1], skipped, cache_hit=True)
+        return (images, report, *_classes(candidates, skipped, report))
     check_cancel(cancel)
     images, skipped = _decode_all(candidates, resolution, wanted, max_pixels, progress, cancel)
     if images is None:
@@ -67,7 +68,18 @@ def load_folder(
             f"(e.g. {first.path}: {first.reason})"
         )
     write_cache(cache_file, images, skipped)
-    return images, DataReport(str(folder), len(images), resolution, images.shape[1], skipped)
+    report = DataReport(str(folder), len(images), resolution, images.shape[1], skipped)
+    return (images, report, *_classes(candidates, skipped, report))
+
+
+def _classes(candidates: Sequence[Candidate], skipped: Sequence[SkippedFile],
+             report: DataReport) -> tuple[tuple[str, ...], torch.Tensor | None]:
+    """The classes of the loaded files (the candidates not skipped, in file order), noted in the report."""
+    gone = {s.path for s in skipped}
+    names, labels, report.classes_note = folder_classes([c.relative for c in candidates if str(c.path) not in gone])
+    if labels is not None:
+        report.classes = class_counts(names, labels)
+    return names, labels
 
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

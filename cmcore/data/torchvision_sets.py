@@ -48,6 +48,15 @@ TORCHVISION_SETS = {
 }
 
 
+# Each set's class names by label, as torchvision lists them (shortened for MNIST's digits).
+TORCHVISION_CLASSES = {
+    "mnist": tuple("0123456789"),
+    "fashionmnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                     "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
 def load_torchvision(
     name: str,
     root: str,
