@@ -37,6 +37,7 @@ class SampleRequest:
     sampler: str = "multistep"
     strip: bool = True  # also sample one image at STRIP_STEPS with the same noise
     which: str = "best"  # a run folder's best-scored checkpoint, or "latest"
+    label: int | None = None  # a class-conditional model: this class for every image; None: one row per class
 
 
 @dataclass
@@ -55,14 +56,23 @@ class SampleResult:
     best_step: int | None = None  # the run's best-scored checkpoint, if one was scored
     latest_step: int | None = None  # the run's newest checkpoint (None: a checkpoint file was opened)
     score: float | None = None  # the shown checkpoint's 1-step score (lower is better), if logged
+    class_names: tuple[str, ...] = ()  # the model's classes; () for an unconditional model
+    labels: list[int] | None = None  # the class of each image (a class-conditional model)
+    per_row: int = 0  # images per row when each row is one class; 0: rows as they fit
 
     def metadata(self, index: int | None = None) -> dict[str, str]:
-        """PNG text chunks: the same keys the CLI writes (cmcore.export.image_metadata)."""
+        """PNG text chunks: the same keys the CLI writes (cmcore.export.image_metadata), and the class."""
         from cmcore.export import image_metadata
 
         r = self.request
-        return image_metadata(run=self.run_name, checkpoint=self.checkpoint, step=self.step, method=self.method,
+        data = image_metadata(run=self.run_name, checkpoint=self.checkpoint, step=self.step, method=self.method,
                               sampler=r.sampler, steps=r.steps, seed=r.seed, count=r.count, index=index)
+        if self.labels and (index is not None or self.per_row == 0):  # a grid of one row per class has no one class
+            data["class"] = self.class_names[self.labels[index or 0]]
+        return data
+
+    def caption(self, index: int) -> str:
+        return f"#{index + 1}" + (f" · {self.class_names[self.labels[index]]}" if self.labels else "")
 
 
 class GeneratorCache:
@@ -118,11 +128,26 @@ def _check(cancel: Any) -> None:
         cancel.check()
 
 
-def _sample(generator, count: int, steps: int, seed: int, sampler: str, cancel: Any) -> np.ndarray:
+def _sample(generator, count: int, steps: int, seed: int, sampler: str, cancel: Any, labels=None) -> np.ndarray:
     from cmcore.sampling import to_uint8
 
     return to_uint8(generator.sample_tensor(count, steps, seed, sampler,
-                                            callback=None if cancel is None else cancel.check))
+                                            callback=None if cancel is None else cancel.check, labels=labels))
+
+
+def class_layout(generator, request: SampleRequest) -> tuple[int, Any, int]:
+    """(images to draw, their labels, images per class row) of a request: an unconditional model draws
+    `count` images (labels None, 0); one class, `count` of it; all classes, one row each of
+    ceil(count / classes) images. A label the model does not have (another model's) counts as all classes."""
+    import math
+
+    classes = len(generator.class_names)
+    if not classes:
+        return request.count, None, 0
+    if request.label is not None and 0 <= request.label < classes:
+        return request.count, generator.labels_for(request.count, request.label), 0
+    per_row = math.ceil(request.count / classes)
+    return per_row * classes, generator.labels_for(per_row * classes, None, per_row), per_row
 
 
 def checkpoint_for(source: str, which: str) -> str:
@@ -175,20 +200,25 @@ def run_sample(request: SampleRequest, cancel: Any = None) -> SampleResult:
     generator, lock = GENERATORS.get(checkpoint, request.device)
     with lock:
         _check(cancel)  # a job that waited for the lock may be stale by now
-        images = _sample(generator, request.count, request.steps, request.seed, request.sampler, cancel)
+        count, labels, per_row = class_layout(generator, request)
+        images = _sample(generator, count, request.steps, request.seed, request.sampler, cancel, labels)
         strip = None
+        first = None if labels is None else labels[:1]  # the strip shows image #1, of its class
         if request.strip:
             if request.sampler == "multistep":  # image #1 at 1, 2, 4 and 8 steps in one batched run
-                strip = generator.strip(request.seed, STRIP_STEPS, callback=None if cancel is None else cancel.check)
+                strip = generator.strip(request.seed, STRIP_STEPS, callback=None if cancel is None else cancel.check,
+                                        label=None if first is None else int(first[0]))
             else:
-                strip = {s: _sample(generator, 1, s, request.seed, request.sampler, cancel)[0] for s in STRIP_STEPS}
+                strip = {s: _sample(generator, 1, s, request.seed, request.sampler, cancel, first)[0]
+                         for s in STRIP_STEPS}
     best, latest, score = scored(str(generator.source))
     if Path(request.source).is_file():  # a checkpoint file was opened: it is what it is, no best or latest
         best = latest = None
     return SampleResult(request, images, strip, run_name(generator.source), int(generator.step),
                         str(generator.method), int(generator.resolution), int(generator.channels),
                         str(generator.source), generator.default_sampler, time.perf_counter() - t0,
-                        best, latest, score)
+                        best, latest, score, tuple(generator.class_names),
+                        None if labels is None else [int(k) for k in labels], per_row)
 
 
 def run_trajectory(request: SampleRequest, cancel: Any = None) -> list[np.ndarray]:
@@ -205,5 +235,6 @@ def run_trajectory(request: SampleRequest, cancel: Any = None) -> list[np.ndarra
     generator, lock = GENERATORS.get(checkpoint_for(request.source, request.which), request.device)
     with lock:
         _check(cancel)
-        generator.sample_tensor(request.count, request.steps, request.seed, "multistep", callback=frame)
-    return [make_grid(f) for f in frames]
+        count, labels, per_row = class_layout(generator, request)
+        generator.sample_tensor(count, request.steps, request.seed, "multistep", callback=frame, labels=labels)
+    return [make_grid(f, per_row or None) for f in frames]

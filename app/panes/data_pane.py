@@ -69,6 +69,14 @@ class DataPane(QWidget):
         for key, label in CHANNELS:
             self.channels.addItem(label, key)
         self.hflip = QCheckBox("Random horizontal flips while training")
+        # a folder whose images sit in sub-folders can train with classes (cmcore/data/classes.py)
+        self.use_classes = QCheckBox("Train with classes")
+        self.use_classes.setObjectName("use_classes")
+        self.use_classes.setChecked(True)
+        self.use_classes.setToolTip("One class per sub-folder: the gallery then draws the class you pick")
+        self.classes_info = muted()
+        self.classes_info.setObjectName("classes_info")
+        self.classes_info.setWordWrap(True)
 
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
@@ -80,7 +88,14 @@ class DataPane(QWidget):
         form.addRow("Root", self.root_row)
         form.addRow("Resolution", row(self.resolution, 16, muted("Channels"), self.channels, None))
         form.addRow("", self.hflip)
+        self.classes_row = QWidget()
+        classes_layout = QHBoxLayout(self.classes_row)
+        classes_layout.setContentsMargins(0, 0, 0, 0)
+        classes_layout.addWidget(self.use_classes)
+        classes_layout.addWidget(self.classes_info, 1)
+        form.addRow("Classes", self.classes_row)
         self._form = form
+        self.classes_row.setMinimumWidth(520)
 
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -161,7 +176,7 @@ class DataPane(QWidget):
     def training_values(self) -> dict:
         """The TrainConfig fields this pane owns: the data, and the resolution and channels it is decoded at."""
         return {"data": self.spec, "resolution": self.resolution.value(), "channels": self.channel_choice,
-                "hflip": self.hflip.isChecked()}
+                "hflip": self.hflip.isChecked(), "classes": "auto" if self.use_classes.isChecked() else "off"}
 
     def dataset_for(self, config) -> object | None:
         """The decoded dataset if it matches `config` (data, resolution, channels; a resolved config's
@@ -245,6 +260,7 @@ class DataPane(QWidget):
         key = self._loading_key
         self.dataset, self._loaded_key = dataset, key
         self.report.show_loaded(dataset, thumbs, self._label(key[0]))
+        self._show_classes(dataset.report)
         if self.kind == "folder":
             settings.push_recent("data/recent", key[0])
             self._fill_recent()
@@ -255,6 +271,7 @@ class DataPane(QWidget):
         self.last_error = info
         self.dataset, self._loaded_key = None, None
         self.report.show_failed(info.message)
+        self._show_classes(None)
         self.dataset_changed.emit(None)
         if not self._pending:
             dialogs.show_error(self, info)
@@ -293,6 +310,22 @@ class DataPane(QWidget):
     def _update_rows(self) -> None:
         self._form.setRowVisible(self.folder_row, self.kind == "folder")
         self._form.setRowVisible(self.root_row, self.kind not in ("folder", "demo"))
+        self._form.setRowVisible(self.classes_row, self._classes_shown)
+
+    _classes_shown = False  # the switch shows only for a folder with classes (or one that says why it has none)
+
+    def _show_classes(self, report) -> None:
+        """The classes a loaded folder has, with the switch; hidden for data without any."""
+        found = report.classes if report is not None else {}
+        note = report.classes_note if report is not None else ""
+        if found:
+            listed = ", ".join(f"{name} {count:,}" for name, count in found.items())
+            self.classes_info.setText(f"{len(found)} classes from the sub-folders: {listed}")
+        else:
+            self.classes_info.setText(f"No classes: {note}" if note else "")
+        self.use_classes.setVisible(bool(found))
+        self._classes_shown = bool(found or note)
+        self._update_rows()
 
     def _folder_edited(self) -> None:
         if self.folder.currentText().strip() and self._key() != self._loaded_key:

@@ -28,9 +28,32 @@ from .common import card, muted, pane_layout, row
 from .gallery_export import GalleryExport
 from .gallery_tools import GalleryTools
 
+ALL_CLASSES = -1  # the class picker's "All classes" entry (a class-conditional model)
 MAX_STEPS = 16
 SAMPLERS = [("multistep", "Multistep"), ("ode", "ODE (Euler)")]
 ODE_MIN_STEPS = 8  # Euler steps below which an ODE sample is still a blur
+
+
+class ClassRowsGrid(ImageGrid):
+    """The gallery's grid: tiles flow as they fit, or (`set_columns`) a fixed number per row, so that each row
+    of an "All classes" sample is one class."""
+
+    columns = 0
+
+    def set_columns(self, columns: int) -> None:
+        if columns != self.columns:
+            self.columns, self._columns = columns, 0
+            self._reflow()
+
+    def _reflow(self) -> None:
+        if not self.columns:
+            super()._reflow()
+            return
+        if self._columns == self.columns:
+            return
+        self._columns = self.columns
+        for i, tile in enumerate(self.tiles):
+            self._grid.addWidget(tile, i // self.columns, i % self.columns)
 
 
 class GalleryPane(GalleryExport, QWidget):
@@ -81,13 +104,21 @@ class GalleryPane(GalleryExport, QWidget):
         self.which.setToolTip("Best: the checkpoint that scored best on the held-out images (the newest until "
                               "one is scored). Latest: the newest checkpoint.")
         self.which_label = muted("")
-        self.grid = ImageGrid(tile_size=112, checkable=True)
+        # a class-conditional model: draw one class, or all of them one row each; hidden for other models
+        self.class_box = QComboBox()
+        self.class_box.setObjectName("class_picker")
+        self.class_box.setMinimumWidth(200)
+        self.class_box.setToolTip("The class the images are drawn from (the model was trained with classes)")
+        self.class_label = muted("Class")
+        self.class_names: tuple[str, ...] = ()
+        self._show_classes(())
+        self.grid = ClassRowsGrid(tile_size=112, checkable=True)
         self.tools = GalleryTools(self)
 
         source_card, sc = card()
         sc.addLayout(row(muted("Model"), self.run_box, self.open_button, 12, self.info, None, self.busy))
-        sc.addLayout(row(muted("Checkpoint"), self.which, self.which_label, None, self.tools.edit_button,
-                         self.tools.nearest_button))
+        sc.addLayout(row(muted("Checkpoint"), self.which, self.which_label, 16, self.class_label, self.class_box, None,
+                         self.tools.edit_button, self.tools.nearest_button))
         sc.addLayout(row(muted("Steps"), self.steps, self.steps_label, 16, muted("Sampler"), self.sampler, 16,
                          muted("Seed"), self.seed, self.new_seed, 16, muted("Images"), self.count, None))
         layout.addWidget(source_card)
@@ -124,6 +155,7 @@ class GalleryPane(GalleryExport, QWidget):
         self.which.changed.connect(self._schedule)
         self.seed.valueChanged.connect(self._schedule)
         self.count.valueChanged.connect(self._schedule)
+        self.class_box.currentIndexChanged.connect(self._schedule)
         self.new_seed.clicked.connect(self.roll_seed)
         self._update_buttons()
 
@@ -205,9 +237,11 @@ class GalleryPane(GalleryExport, QWidget):
         if not self.source:
             return None
         sampler, which = self.sampler.currentData(), self.which.value()
-        key = (self.source, self.seed.value(), sampler, which)
+        label = self.class_box.currentData() if self.class_names else None
+        label = None if label is None or label == ALL_CLASSES else int(label)
+        key = (self.source, self.seed.value(), sampler, which, label)
         return SampleRequest(self.source, self.device, self.count.value(), self.steps.value(), self.seed.value(),
-                             sampler, strip=key != self._strip_key, which=which)
+                             sampler, strip=key != self._strip_key, which=which, label=label)
 
     def resample(self) -> None:
         self._resample_timer.stop()
@@ -270,10 +304,14 @@ class GalleryPane(GalleryExport, QWidget):
                 if result.default_sampler == "ode":
                     self.steps.setValue(max(self.steps.value(), ODE_MIN_STEPS))
         self.result, self.last_error = result, None
+        self._show_classes(result.class_names)
+        if self.request() is not None and self.request().label != r.label:
+            self._resample_timer.start()  # another model's classes: the picker's class is drawn next
         if result.strip is not None:
-            self._strip_key = (r.source, r.seed, r.sampler, r.which)
+            self._strip_key = (r.source, r.seed, r.sampler, r.which, r.label)
             self.strip.set_images(result.strip)
-        self.grid.set_images(result.images, [f"#{i + 1}" for i in range(len(result.images))])
+        self.grid.set_columns(result.per_row)
+        self.grid.set_images(result.images, [result.caption(i) for i in range(len(result.images))])
         self.info.setText(f"{result.run_name} · {result.method.upper()} · step {result.step:,} · "
                           f"{result.resolution} px")
         self._show_which(result)
@@ -282,6 +320,21 @@ class GalleryPane(GalleryExport, QWidget):
             self._show_export_folder(self.export_folder())
         self._update_buttons()
         self.result_shown.emit(result)
+
+    def _show_classes(self, names: tuple[str, ...]) -> None:
+        """The class picker for a model's classes (kept on the same class by name); hidden without classes."""
+        if tuple(names) != self.class_names:
+            chosen = self.class_box.currentText()
+            self.class_box.blockSignals(True)
+            self.class_box.clear()
+            self.class_box.addItem("All classes (one row per class)", ALL_CLASSES)
+            for index, name in enumerate(names):
+                self.class_box.addItem(name, index)
+            self.class_box.setCurrentIndex(max(0, self.class_box.findText(chosen)))
+            self.class_box.blockSignals(False)
+            self.class_names = tuple(names)
+        self.class_box.setVisible(bool(names))
+        self.class_label.setVisible(bool(names))
 
     def _show_which(self, result: SampleResult) -> None:
         """Which checkpoint is shown, and its score; the switch only means something for a run folder."""
@@ -312,7 +365,7 @@ class GalleryPane(GalleryExport, QWidget):
         if self.result is None:
             return
         r = self.result.request
-        caption = (f"{self.result.run_name}, image #{index + 1}\nstep {self.result.step:,} · {r.sampler} · "
+        caption = (f"{self.result.run_name}, image {self.result.caption(index)}\nstep {self.result.step:,} · {r.sampler} · "
                    f"{r.steps} step(s) · seed {r.seed}")
         ImageDialog(self.result.images[index], caption, self).show()
 
