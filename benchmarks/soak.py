@@ -17,9 +17,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import qt_session
 
 
 CHECKPOINT_EVERY = 500  # TrainConfig's default, as in the app
@@ -51,41 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/proc/self/status").exists():
         print("error: the soak test reads /proc: Linux only", file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="consistency-studio-soak-"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    for name, sub in (("CONSISTENCY_STUDIO_SETTINGS_DIR", "settings"), ("CONSISTENCY_STUDIO_LOG_DIR", "logs"),
-                      ("CMCORE_CACHE_DIR", "cache")):
-        os.environ[name] = str(tmp / sub)
+    tmp = qt_session.isolated("consistency-studio-soak-")
 
     import torch
-    from PySide6.QtCore import QEventLoop, QTimer
 
-    from app import dialogs
     from app.application import create_app, dispose
     from app.main_window import MainWindow
 
     torch.set_num_threads(args.threads)
-    errors: list[str] = []
-    dialogs.show_error = lambda parent, info: errors.append(f"{info.title}: {info.message}")  # never block
-    dialogs.show_info = lambda parent, title, text: None
-    dialogs.confirm = lambda *a, **k: True
-
-    app = create_app()
+    errors = qt_session.quiet_dialogs()
+    _app = create_app()  # noqa: F841 - the QApplication lives as long as the window
 
     def wait(condition, what: str, timeout_s: float = 300) -> None:
-        """Run the event loop (not a busy loop: the GUI thread would contend for the GIL with
-        the training thread) until `condition()` holds."""
-        deadline = time.monotonic() + timeout_s
-        loop, timer = QEventLoop(), QTimer()
-        timer.timeout.connect(lambda: loop.quit() if condition() or errors or time.monotonic() > deadline else None)
-        timer.start(100)
-        if not condition():
-            loop.exec()
-        timer.stop()
-        if errors:
-            raise SystemExit(f"error: {errors[0]}")
-        if not condition():
-            raise SystemExit(f"error: timed out waiting for {what}")
+        qt_session.wait(condition, what, errors, timeout_s, poll_ms=100)
 
     window = MainWindow(workspace=tmp / "runs", data="demo")
     window.data_pane.resolution.setValue(args.resolution)
@@ -135,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                "threads_after_join": after["threads"], "open_files_after_join": after["open_files"],
                "seconds": round(after["seconds"], 1), "ok": ok}
     dispose(window)
-    if args.keep:
-        print(f"workspace: {tmp}", file=sys.stderr)
-    else:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    qt_session.finish(tmp, args.keep)
     print(json.dumps(summary))
     return 0 if ok else 1
 
