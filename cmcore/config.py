@@ -117,15 +117,19 @@ class TrainConfig:
     tensorboard: bool = False  # also write the metrics to RUN/tensorboard (cmcore/tensorboard_mirror.py)
 
     # --- automatic choices ------------------------------------------------------------------
-    def resolved(self, channels: int | None = None, teacher: "TrainConfig | None" = None) -> "TrainConfig":
+    def resolved(self, channels: int | None = None, teacher: "TrainConfig | None" = None,
+                 class_names: tuple[str, ...] | None = None) -> "TrainConfig":
         """This configuration with every automatic choice replaced by the value it stands for.
 
         `channels`: the data's channel count (needed when `channels` is auto); `teacher`: the
         resolved config of a cd run's teacher, whose model size and parametrization the student inherits.
         `device` stays as given: "auto" is resolved where the run starts (`cmcore.devices.resolve_device`),
-        so a resumed run picks the device of the machine it resumes on.
+        so a resumed run picks the device of the machine it resumes on. `class_names`: the classes the run
+        trains with (cmcore.data.classes decided them), so `classes` auto is written out as on or off.
         """
         c = self.replace()
+        if c.classes == AUTO:
+            c.classes = "on" if class_names else "off"
         is_cd, is_flow = c.method == "cd", c.method == "flow"
         if c.channels == AUTO:
             c.channels = str(channels or 3)

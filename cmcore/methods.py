@@ -38,7 +38,7 @@ class FlowLoss:
     """ReFlow teacher: ‖v_θ(x_t, t) − (x1 − x0)‖², t ~ U[0, 1]."""
 
     def __call__(self, model: ConsistencyFunction, x0, x1, t, labels=None) -> torch.Tensor:
-        v = model.velocity(noise(x0, x1, t), t, labels)
+        v = _velocity(model, noise(x0, x1, t), t, labels)
         return (v.float() - (x1 - x0).float()).flatten(1).square().mean(1)
 
 
@@ -56,12 +56,12 @@ class ConsistencyTrainingLoss:
         """`n`: the curriculum's step count. With n = 1 every r is 0, where f(·, 0) is the identity, so
         the target is its input itself and the network pass for it is skipped (the same numbers, less work)."""
         rng = SameDropout(model, x0.device)
-        pred = model(noise(x0, x1, t), t, labels)
+        pred = _f(model, noise(x0, x1, t), t, labels)
         with torch.no_grad():
             target = self.target_input(x0, x1, t, r, labels)
             if n > 1:
                 rng.replay()
-                target = model(target, r, labels)
+                target = _f(model, target, r, labels)
         return loss_weight(t, r) * distance(pred, target, self.distance, self.huber_c)
 
 
@@ -101,11 +101,20 @@ def teacher_step(teacher: ConsistencyFunction, x: torch.Tensor, t: torch.Tensor,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
     """One Heun step of dx/dt = v_φ(x, t) from t to r (r < t); an Euler step where r = 0."""
     dt = (r - t).reshape(-1, *([1] * (x.dim() - 1)))
-    v = teacher.velocity(x, t, labels)
+    v = _velocity(teacher, x, t, labels)
     x_euler = x + dt * v
-    v_next = teacher.velocity(x_euler, r.clamp_min(1e-4), labels)
+    v_next = _velocity(teacher, x_euler, r.clamp_min(1e-4), labels)
     x_heun = x + dt * 0.5 * (v + v_next)
     return torch.where((r > 0).reshape(dt.shape), x_heun, x_euler)
+
+
+def _f(model, x, t, labels):
+    # An unconditional pass is the call it always was: any model with f(x, t) trains as before.
+    return model(x, t) if labels is None else model(x, t, labels)
+
+
+def _velocity(model, x, t, labels):
+    return model.velocity(x, t) if labels is None else model.velocity(x, t, labels)
 
 
 class BatchLabels:

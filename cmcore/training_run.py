@@ -152,7 +152,7 @@ class TrainingRun:
                                                                                  self.class_names)
                 self.config = c.replace(teacher=self.teacher_record["teacher_path"])  # names the very file distilled
             # Automatic choices are written out, so config.toml and checkpoints say what actually ran.
-            c = self.config = self.config.resolved(self.channels, teacher_config)
+            c = self.config = self.config.resolved(self.channels, teacher_config, self.class_names)
             if resume_from is not None:
                 check_resumable(self.run_dir, resume_from, c, self.channels, self.class_names)
             if self.dist.is_main:  # rank 0 alone writes the run folder
