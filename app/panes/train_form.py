@@ -4,7 +4,7 @@ read and written as a dict, so presets, remembered settings and runs share one T
 A field without a widget (set in a preset TOML: p_mean, parametrization, huber_c…) keeps the
 value the form was last filled with and is part of `config()`: filling the form from a preset
 or from remembered settings never resets it silently. The data fields (data, resolution,
-channels, hflip) belong to the Data pane, which passes them to `config()`.
+channels, hflip, classes) belong to the Data pane, which passes them to `config()`.
 """
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ class TrainForm(QWidget):
                 self.set_device(str(value))
             elif name in self._widgets:
                 _show(self._widgets[name], value)
-            elif name in FIELD_NAMES:
+            elif name in FIELD_NAMES and name != "classes":  # classes: the Data pane's switch decides
                 self._kept[name] = value
         self._method_changed()
         self._show_kept()

@@ -214,3 +214,14 @@ def test_export_refuses_a_class_conditional_model(runs, tmp_path):
 def test_the_checkpoint_records_the_class_names(runs):
     meta = load_checkpoint(runs[0] / "ct").meta
     assert json.loads(meta["class_names"]) == ["blue", "red", "zgreen"]
+
+
+def test_the_demo_set_with_classes_on_trains_and_scores(tmp_path):
+    config = TrainConfig(classes="on", method="ct", resolution=16, batch_size=4, max_steps=2, max_minutes=0,
+                         preview_every=0, checkpoint_every=0, device="cpu")  # scored: the held-out images
+    scored = []
+    Trainer(config, tmp_path / "run", on_event=lambda e: scored.append(e) if hasattr(e, "scores") else None).run()
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.class_names == DEMO_CLASSES and ckpt.config.classes == "on"
+    assert scored and all(np.isfinite(v) for v in scored[-1].scores.values())
+    assert TrainConfig.load(tmp_path / "run" / "config.toml").classes == "on"  # auto or on: written out as ran
