@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from .precond import WithLabels
+
 Callback = Callable[[int, torch.Tensor], None] | None
 
 
@@ -120,7 +122,11 @@ def sample(model, shape, steps: int, seed: int, sampler: str = "multistep", devi
            times: Sequence[float] | None = None, callback: Callback = None, first: int = 0,
            labels=None) -> torch.Tensor:
     """Images in [-1, 1]: image i (counting from `first`) from its own noise stream, seed + i. A class-conditional
-    model draws class `labels[i]` for image i (one label: all of them; None: every class in turn)."""
+    model draws class `labels[i]` for image i (one label: all of them; None: every class in turn, image i of the
+    seed class i mod the number of classes, in any batch)."""
+    classes = getattr(model, "num_classes", 0)
+    if labels is None and classes and not isinstance(model, WithLabels):
+        labels = (torch.arange(shape[0]) + first) % classes
     model = with_labels(model, labels)
     noise = ImageNoise.for_images(seed, shape[0], first)
     x1 = noise.draw(torch.empty(shape)).to(device)
@@ -147,8 +153,6 @@ def with_labels(model, labels=None):
         if labels is not None:
             raise ValueError("this model has no classes: sample it without labels")
         return model
-    from .precond import WithLabels
-
     if isinstance(model, WithLabels) and labels is None:
         return model  # already bound
     if labels is not None:
