@@ -33,6 +33,7 @@ class EditRequest:
     strength: float = 0.5  # img2img
     factor: int = 2  # upscale: the input is area-averaged by this factor, then upscaled back
     input_name: str = ""  # the input's file name or "gallery image #3", for the PNG text chunks
+    label: int | None = None  # a class-conditional model: the gallery's class (None: result i gets class i)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def run_edit(request: EditRequest, cancel: Any = None) -> EditResult:
     with lock:
         if cancel is not None:
             cancel.check()  # stale while it waited for the lock
-        model = _Checked(generator.model, cancel)
+        model = _Checked(editing.conditioned(generator, r.num, r.label), cancel)
         noise = ImageNoise.for_images(r.seed, r.num)
         if r.mode == "interpolate":
             out = editing.interpolate(model, (r.num, ch, res, res), r.seeds[0], r.seeds[1], r.num, r.steps, device)

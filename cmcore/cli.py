@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--mask", type=Path, help="inpaint: white pixels are filled")
     e.add_argument("--seeds", help="interpolate: two seeds, A,B")
     e.add_argument("--strength", type=float, default=0.5, help="img2img: 0 keeps the image, 1 ignores it")
+    e.add_argument("--class", dest="class_", metavar="NAME|INDEX",
+                   help="a class-conditional model: edit towards this class (default: result i gets class i)")
     e.add_argument("--steps", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--num", type=int, default=4)
@@ -301,10 +303,12 @@ def _edit(args) -> int:
         raise CmcoreError(f"--seeds must be two whole numbers like 3,7, got {args.seeds!r}") from None
     gen = load_generator(args.source, args.device)
     images = to_uint8(editing.run(gen, args.mode, steps=args.steps, seed=args.seed, num=args.num, image=args.image,
-                                  mask=args.mask, seeds=seeds, strength=args.strength))
+                                  mask=args.mask, seeds=seeds, strength=args.strength, classes=args.class_))
     run = run_name(gen.source)
     settings = {"mode": args.mode, "image": str(args.image or ""), "mask": str(args.mask or ""),
                 "seeds": args.seeds or "", "strength": str(args.strength) if args.mode == "img2img" else ""}
+    if args.class_ is not None:
+        settings["class"] = gen.class_names[gen.class_index(args.class_)]
     stem = image_stem(run, gen.step, f"edit-{args.mode}-", args.steps, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):

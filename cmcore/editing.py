@@ -170,12 +170,26 @@ def read_image(path, resolution: int, channels: int) -> torch.Tensor:
     return x.contiguous()
 
 
+def conditioned(generator, num: int, classes=None):
+    """The generator's model with the class of each of `num` results bound (precond.WithLabels), or the
+    model itself for an unconditional one: the editing functions call f(x, t)."""
+    from .precond import WithLabels
+
+    if not generator.class_names:
+        generator.labels_for(num, classes)  # a class asked of an unconditional model: the one-line refusal
+        return generator.model
+    return WithLabels(generator.model, generator.labels_for(num, classes))
+
+
 def run(generator, mode: str, *, steps: int, seed: int, num: int, image=None, mask=None, seeds=None,
-        strength: float = 0.5) -> torch.Tensor:
-    """One editing operation on a loaded `cmcore.generator.Generator`: images in [-1, 1], N×C×R×R."""
+        strength: float = 0.5, classes=None) -> torch.Tensor:
+    """One editing operation on a loaded `cmcore.generator.Generator`: images in [-1, 1], N×C×R×R. A
+    class-conditional model edits towards `classes` (a name or index for all results; None: result i
+    gets class i mod the number of classes)."""
     from .errors import ConfigError
 
-    res, ch, device, model = generator.resolution, generator.channels, generator.device, generator.model
+    res, ch, device = generator.resolution, generator.channels, generator.device
+    model = conditioned(generator, num, classes)
     noise = ImageNoise.for_images(seed, num)
     if mode == "interpolate":
         if not seeds or len(seeds) != 2:

@@ -33,15 +33,10 @@ def export_model(source: str | Path, out: str | Path, onnx: bool = True, seed: i
 
     out = Path(out)
     ckpt = load_checkpoint(source)
-    if ckpt.class_names:
-        from .errors import ConfigError
-
-        raise ConfigError(f"{ckpt.path} is class-conditional ({len(ckpt.class_names)} classes): exporting such a "
-                          "model is not supported yet; sample it with cmcore sample --class NAME")
     weights = ckpt.weights.get("ema") or ckpt.weights["model"]
     gen = load_generator(ckpt.path)
     meta = {**{k: v for k, v in ckpt.meta.items() if k in ("format", "version", "step", "config", "channels",
-                                                               "resolution", "num_params")},
+                                                               "resolution", "num_params", "class_names")},
             "format": FORMAT, "num_params": str(count_parameters(gen.model))}
     tensors = {f"ema.{k}": v.contiguous() for k, v in weights.items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -50,17 +45,18 @@ def export_model(source: str | Path, out: str | Path, onnx: bool = True, seed: i
     grid = make_grid(np.concatenate([gen.sample(8, 1, seed), gen.sample(8, 4, seed)]), nrow=8)
     save_png(out / "samples.png", grid, {"steps": "1 (top), 4 (bottom)", "seed": str(seed)})
     if onnx:
-        export_onnx(gen.model, gen.channels, gen.resolution, out / ONNX)
+        export_onnx(gen.model, gen.channels, gen.resolution, out / ONNX, len(gen.class_names))
     run = run_of(ckpt.path)
     report = json.loads((run / DATA_REPORT).read_text()) if run is not None and (run / DATA_REPORT).is_file() else None
     records = read_metrics(run) if run is not None else []
-    card = model_card(run_name(ckpt.path), gen, ckpt.step, report, records[-1] if records else None, onnx)
+    card = model_card(run_name(ckpt.path), gen, ckpt.step, report, records, onnx)
     atomic_write_bytes(out / "README.md", card.encode())
     return out
 
 
-def export_onnx(model, channels: int, resolution: int, path: Path) -> None:
-    """f(x, t) as ONNX with a dynamic batch: every sampler (one step, multistep, ODE) works on it."""
+def export_onnx(model, channels: int, resolution: int, path: Path, num_classes: int = 0) -> None:
+    """f(x, t) as ONNX with a dynamic batch: every sampler (one step, multistep, ODE) works on it. A
+    class-conditional model takes a third input, `label` (int64 [B], the index into its class names)."""
     from .errors import ConfigError
 
     try:
@@ -72,12 +68,27 @@ def export_onnx(model, channels: int, resolution: int, path: Path) -> None:
     model = model.float().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     x, t = torch.zeros(2, channels, resolution, resolution), torch.tensor([1.0, 0.5])
-    torch.onnx.export(model, (x, t), str(path), input_names=["x", "t"], output_names=["x0"],
-                      dynamic_shapes={"x": {0: batch}, "t": {0: batch}}, dynamo=True, verbose=False)
+    if not num_classes:
+        torch.onnx.export(model, (x, t), str(path), input_names=["x", "t"], output_names=["x0"],
+                          dynamic_shapes={"x": {0: batch}, "t": {0: batch}}, dynamo=True, verbose=False)
+        return
+    label = torch.tensor([0, num_classes - 1])
+    torch.onnx.export(model, (x, t, label), str(path), input_names=["x", "t", "label"], output_names=["x0"],
+                      dynamic_shapes={"x": {0: batch}, "t": {0: batch}, "labels": {0: batch}}, dynamo=True,
+                      verbose=False)
 
 
-def model_card(name: str, gen, step: int, report: dict | None, last: dict | None, onnx: bool) -> str:
+def model_card(name: str, gen, step: int, report: dict | None, records: list[dict], onnx: bool) -> str:
     c = gen.config
+    losses = [r for r in records if "loss" in r]
+    last = losses[-1] if losses else None
+    scores = [r["score"] for r in records if r["step"] == step and isinstance(r.get("score"), dict)]
+    score = ("; ".join(f"{v:.4g} at {k} step{'s' if k != '1' else ''}" for k, v in scores[-1].items())
+             + " (on the run's held-out images, lower is better)") if scores else "not measured for this checkpoint"
+    names = gen.class_names
+    classes = f"| classes | {len(names)}: {', '.join(names)} (label i is the i-th) |\n" if names else ""
+    label_in = ', "label": np.arange(4) % ' + str(len(names)) if names else ""
+    label_doc = f", `label` int64 [B] (the class index, 0–{len(names) - 1})" if names else ""
     data = (f"{report['num_images']:,} images from `{report['source']}`, {report['resolution']} px, "
             f"{'RGB' if report['channels'] == 3 else 'greyscale'}") if report else f"`{c.data}`, {gen.resolution} px"
     method = {"ct": "consistency training (CT)", "cd": "consistency distillation (CD) from a flow teacher",
@@ -89,16 +100,16 @@ def model_card(name: str, gen, step: int, report: dict | None, last: dict | None
 ## With ONNX Runtime (no PyTorch, no Consistency Studio)
 
 `model.onnx` is the consistency function f(x, t): `x` float32 [B, {gen.channels}, {gen.resolution}, {gen.resolution}], `t`
-float32 [B] in [0, 1], output the clean estimate x0, images in [-1, 1].
+float32 [B] in [0, 1]{label_doc}, output the clean estimate x0, images in [-1, 1].
 
 ```python
 import numpy as np, onnxruntime as ort
 f = ort.InferenceSession("model.onnx")
 x1 = np.random.default_rng(0).standard_normal((4, {gen.channels}, {gen.resolution}, {gen.resolution}), dtype=np.float32)
-x0 = f.run(None, {{"x": x1, "t": np.ones(4, np.float32)}})[0]          # one step
+x0 = f.run(None, {{"x": x1, "t": np.ones(4, np.float32){label_in}}})[0]          # one step
 for tau in (0.75, 0.5, 0.25):                                           # three more (multistep)
     z = np.random.default_rng().standard_normal(x0.shape, dtype=np.float32)
-    x0 = f.run(None, {{"x": (1 - tau) * x0 + tau * z, "t": np.full(4, tau, np.float32)}})[0]
+    x0 = f.run(None, {{"x": (1 - tau) * x0 + tau * z, "t": np.full(4, tau, np.float32){label_in}}})[0]
 ```
 """ if onnx else ""
     return f"""# {name}
@@ -113,7 +124,7 @@ A consistency model made with Consistency Studio: {method}.
 | model | `{c.model}` U-Net, {sum(p.numel() for p in gen.model.parameters()):,} parameters, `{c.parametrization}` parametrization |
 | training | {step:,} steps of batch {c.batch_size}, learning rate {c.lr:g}, seed {c.seed}{loss} |
 | sampling | {sampler} |
-| quality score | not measured here |
+{classes}| quality score | {score} |
 
 ## With Consistency Studio
 

@@ -46,6 +46,7 @@ class EditDialog(QDialog):
         gallery's selected image and its label, or None; export_folder() → where exports go."""
         super().__init__(parent)
         self.checkpoint, self.device = str(sample_result.checkpoint), device
+        self.label = sample_result.request.label  # the gallery's class, for a class-conditional model
         self.resolution, self.channels = sample_result.resolution, sample_result.channels
         self._pick_sample, self._export_folder = pick_sample, export_folder
         self.input_image = None  # uint8 H×W×C at the model's resolution
@@ -240,7 +241,8 @@ class EditDialog(QDialog):
         return EditRequest(self.checkpoint, self.device, mode, self.steps.value(), self.seed.value(), num,
                            image=None if mode == "interpolate" else self.input_image, mask=mask,
                            seeds=(self.seed_a.value(), self.seed_b.value()), strength=self.strength.value() / 100,
-                           factor=int(self.factor.currentData() or 2), input_name=self.input_name)
+                           factor=int(self.factor.currentData() or 2), input_name=self.input_name,
+                           label=self.label)
 
     def run(self) -> None:
         self.last_error = None

@@ -73,6 +73,9 @@ def test_the_gallery_picks_a_class_or_shows_one_row_per_class(qtbot, make_window
     qtbot.waitUntil(lambda: not gp.sampling.busy and gp.result.request.label == 2, timeout=60_000)
     assert gp.result.labels == [2, 2, 2, 2] and gp.result.per_row == 0
     assert gp.result.metadata(0)["class"] == "zgreen"
+    edit = gp.tools.open_edit()  # the Edit window edits towards the gallery's class
+    assert edit.request().label == 2
+    edit.close()
 
     gp.open_source(plain)  # an unconditional model: no picker
     qtbot.waitUntil(lambda: not gp.sampling.busy and gp.result.request.source == str(plain), timeout=60_000)

@@ -204,11 +204,40 @@ def test_classes_on_without_classes_is_refused(tmp_path):
         Trainer(_config(folder, "ct", classes="on"), tmp_path / "run").run()
 
 
-def test_export_refuses_a_class_conditional_model(runs, tmp_path):
-    from cmcore.portable import export_model
+def test_a_class_conditional_model_exports_with_a_label_input(runs, tmp_path):
+    """The exported folder keeps the class names and samples like the run; its ONNX file takes `label` and
+    matches PyTorch's f(x, t, label) within 1e-4 for every class (random weights: a class must matter)."""
+    from safetensors.torch import load_file, save_file
 
-    with pytest.raises(ConfigError, match="class-conditional"):
-        export_model(runs[0] / "ct", tmp_path / "out", onnx=False)
+    from cmcore.portable import export_model
+    from cmcore.rundir import find_checkpoint
+
+    ort = pytest.importorskip("onnxruntime")  # a test extra: installed by `make test`
+    run = tmp_path / "ct"
+    import shutil
+
+    shutil.copytree(runs[0] / "ct", run)
+    path = find_checkpoint(run)
+    meta = load_checkpoint(path).meta
+    gen = torch.Generator().manual_seed(0)
+    save_file({k: torch.randn(v.shape, generator=gen) * 0.1 if v.is_floating_point() else v
+               for k, v in load_file(str(path)).items()}, str(path), metadata=meta)
+    folder = export_model(run, tmp_path / "model")
+    model = load_generator(folder)
+    assert model.class_names == ("blue", "red", "zgreen")
+    assert np.array_equal(model.sample(3, 2, seed=4, classes="red"), load_generator(run).sample(3, 2, seed=4, classes="red"))
+    card = (folder / "README.md").read_text()
+    assert "| classes | 3: blue, red, zgreen" in card and '"label": np.arange(4) % 3' in card
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(6, 3, 16, 16, generator=gen)
+    t = torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2, 0.1])
+    label = torch.tensor([0, 1, 2, 2, 1, 0])
+    got = session.run(None, {"x": x.numpy(), "t": t.numpy(), "label": label.numpy()})[0]
+    with torch.no_grad():
+        expected = model.model(x, t, label).numpy()
+        other = model.model(x, t, (label + 1) % 3).numpy()
+    assert np.abs(got - expected).max() < 1e-4 < np.abs(expected - other).max()
 
 
 def test_the_checkpoint_records_the_class_names(runs):
@@ -225,3 +254,31 @@ def test_the_demo_set_with_classes_on_trains_and_scores(tmp_path):
     assert ckpt.class_names == DEMO_CLASSES and ckpt.config.classes == "on"
     assert scored and all(np.isfinite(v) for v in scored[-1].scores.values())
     assert TrainConfig.load(tmp_path / "run" / "config.toml").classes == "on"  # auto or on: written out as ran
+
+
+def test_editing_a_class_conditional_model_follows_the_chosen_class(runs, tmp_path):
+    """Inpainting towards "red" and towards "blue" keeps the known pixels exactly and fills the hole
+    differently (random weights: the class matters); `cmcore edit --class` names it in the PNGs."""
+    from cmcore import editing
+    from cmcore.cli import main
+
+    gen = load_generator(runs[0] / "ct")
+    randomised(gen.model)
+    picture = tmp_path / "in.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(picture)
+    mask = tmp_path / "mask.png"
+    holes = np.zeros((16, 16), np.uint8)
+    holes[4:12, 4:12] = 255
+    Image.fromarray(holes).save(mask)
+    kw = dict(steps=2, seed=3, num=2, image=picture, mask=mask)
+    red, blue = (editing.run(gen, "inpaint", classes=c, **kw) for c in ("red", "blue"))
+    known = torch.from_numpy(holes == 0)
+    assert torch.equal(red[..., known], blue[..., known])  # outside the mask: the picture, whatever the class
+    assert not torch.allclose(red[..., ~known], blue[..., ~known], atol=1e-3)
+    assert torch.equal(red, editing.run(gen, "inpaint", classes=1, **kw))  # "red" is class 1 (sorted names)
+
+    out = tmp_path / "out"
+    assert main(["edit", str(runs[0] / "ct"), "--mode", "inpaint", "--image", str(picture), "--mask", str(mask),
+                 "--steps", "2", "--num", "1", "--class", "zgreen", "--out", str(out)]) == 0
+    with Image.open(next(out.glob("*.png"))) as im:
+        assert im.text["class"] == "zgreen"
