@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 
 from . import events
-from .memorisation import overfitting_gap
+from .memorisation import DENOISING_TIMES, denoising_error, overfitting_gap
+from .precond import WithLabels
 from .rundir import atomic_write_bytes, best_pointer, best_step, checkpoint_name
 from .score import SCORE_SEED, Scorer, score_model
-from .split import held_out_indices, read_split, train_indices, write_split
+from .split import held_out_indices, read_split, spread_index, train_indices, write_split
 
 CONSISTENCY_STEPS = (1, 2)  # a consistency model is scored at 1 and 2 sampler steps; the best is chosen at 1
 FLOW_STEPS = (16,)  # a flow teacher at its preview's ODE step count
@@ -45,8 +46,11 @@ class Evaluator:
     """Scores checkpoints of one run against its held-out images; remembers the best so far."""
 
     def __init__(self, held_out: torch.Tensor, train: torch.Tensor, steps: tuple[int, ...], sampler: str,
-                 best: float | None = None):
+                 best: float | None = None, labels: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """`labels`: a class-conditional run's (training, held-out) labels: each image is denoised as its
+        own class in the gap (the samples of the score take every class in turn)."""
         self.scorer = Scorer(held_out)
+        self.labels = labels
         self.held_out, self.train = held_out, train
         self.steps, self.sampler = steps, sampler
         self.best = best  # the best score so far at steps[0]
@@ -69,12 +73,23 @@ class Evaluator:
 
     def _evaluate(self, ema, step: int, device) -> events.Scored:
         scores = score_model(ema, self.scorer, self.steps, SCORE_NUM, SCORE_SEED, self.sampler, device)
-        gap = overfitting_gap(ema, self.train, self.held_out, num=GAP_NUM, seed=SCORE_SEED, device=device)["gap"]
+        gap = self._gap(ema, device)
         first = scores[self.steps[0]]
         best = math.isfinite(first) and (self.best is None or first < self.best)
         if best:
             self.best = first
         return events.Scored(step, scores, sum(gap) / len(gap), best)
+
+    def _gap(self, ema, device) -> list[float]:
+        """Held-out minus training denoising error per time (cmcore.memorisation)."""
+        if self.labels is None:
+            return overfitting_gap(ema, self.train, self.held_out, num=GAP_NUM, seed=SCORE_SEED, device=device)["gap"]
+        errors = []
+        for images, labels in zip((self.train, self.held_out), self.labels):
+            index = spread_index(len(images), GAP_NUM)
+            errors.append(denoising_error(WithLabels(ema, labels[index]), images[index], DENOISING_TIMES, SCORE_SEED,
+                                          device, batch=len(index)))
+        return [errors[1][t] - errors[0][t] for t in DENOISING_TIMES]
 
 
 def split_for_run(dataset, run_dir: Path, seed: int, resume: bool, write: bool) -> tuple[list[int], list[int]]:

@@ -66,6 +66,7 @@ class TrainingRun:
         self._control_read, self._control_seen = 0.0, None
         self.evaluator: Evaluator | None = None  # rank 0 of a scored run (cmcore.evaluation)
         self._scored_step: int | None = None
+        self._held_labels: torch.Tensor | None = None  # a class-conditional run's held-out labels (the gap)
         self._mirror = None  # the TensorBoard mirror (TrainConfig.tensorboard), closed with the run
 
     # --- set-up ------------------------------------------------------------------------------
@@ -211,6 +212,7 @@ class TrainingRun:
         full = self.dataset
         self.dataset = dataclasses.replace(full, images=full.images[train],
                                            labels=None if full.labels is None else full.labels[train])
+        self._held_labels = None if full.labels is None else full.labels[held]
         return full.images[held]
 
     def _make_evaluator(self, held_out: torch.Tensor | None) -> None:
@@ -220,7 +222,8 @@ class TrainingRun:
             return
         steps = score_steps(c.method)
         best = best_so_far(self.run_dir, read_metrics(self.run_dir), steps) if self.resume else None
-        self.evaluator = Evaluator(held_out, self.dataset.images, steps, c.default_sampler, best)
+        labels = (self.dataset.labels, self._held_labels) if self.class_names else None
+        self.evaluator = Evaluator(held_out, self.dataset.images, steps, c.default_sampler, best, labels)
 
     def _restore(self, ckpt: Checkpoint) -> None:
         try:

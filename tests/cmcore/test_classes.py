@@ -252,8 +252,25 @@ def test_the_demo_set_with_classes_on_trains_and_scores(tmp_path):
     Trainer(config, tmp_path / "run", on_event=lambda e: scored.append(e) if hasattr(e, "scores") else None).run()
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.class_names == DEMO_CLASSES and ckpt.config.classes == "on"
-    assert scored and all(np.isfinite(v) for v in scored[-1].scores.values())
+    assert scored and all(np.isfinite(v) for v in scored[-1].scores.values()) and np.isfinite(scored[-1].gap)
     assert TrainConfig.load(tmp_path / "run" / "config.toml").classes == "on"  # auto or on: written out as ran
+
+
+def test_the_gap_of_a_class_conditional_run_denoises_each_image_as_its_own_class(monkeypatch):
+    """The evaluator binds each image's true label: a model that denoises perfectly only when told the right
+    class shows no error on training images (their own labels), and a large one when the labels are wrong."""
+    from cmcore import evaluation
+
+    class Oracle(torch.nn.Module):  # f(x_t, t, label) = the class's image (each class one flat grey)
+        def forward(self, x, t, labels=None):
+            return (labels.float() - 1).view(-1, 1, 1, 1).expand_as(x)
+
+    images = torch.cat([torch.full((6, 1, 8, 8), v, dtype=torch.uint8) for v in (0, 127, 255)])  # ≈ -1, 0, 1
+    labels = torch.arange(3).repeat_interleave(6)
+    right = evaluation.Evaluator(images, images, (1,), "multistep", labels=(labels, labels))
+    assert max(abs(g) for g in right._gap(Oracle(), "cpu")) < 1e-4
+    wrong = evaluation.Evaluator(images, images, (1,), "multistep", labels=(labels, (labels + 1) % 3))
+    assert min(wrong._gap(Oracle(), "cpu")) > 0.5
 
 
 def test_editing_a_class_conditional_model_follows_the_chosen_class(runs, tmp_path):
