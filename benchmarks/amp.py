@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from cmcore import TrainConfig
-from cmcore.rundir import read_metrics
+from cmcore.rundir import loss_records
 from cmcore.training import Trainer
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -25,7 +25,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 def one_run(config: TrainConfig, folder: Path) -> tuple[float, float]:
     Trainer(config, folder).run()
-    windows = read_metrics(folder / "metrics.jsonl")[1:]  # the first window holds the warm-up
+    windows = loss_records(folder / "metrics.jsonl")[1:]  # the first window holds the warm-up
     return sum(w["images_per_s"] for w in windows) / len(windows), windows[-1]["loss"]
 
 

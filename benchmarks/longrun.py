@@ -29,7 +29,7 @@ from benchmarks import harness
 from benchmarks.fid_demo import DemoFDEnsemble, to_float
 from cmcore import TrainConfig
 from cmcore.guard import SpikeGuard
-from cmcore.rundir import read_metrics
+from cmcore.rundir import loss_records
 from cmcore.sampling import to_uint8
 
 STEPS = (1, 2, 4)
@@ -84,7 +84,7 @@ def train(args) -> None:
 
 def loss_around_jumps(metrics: Path) -> str:
     """Mean logged loss in the 500 steps before and after n passes each power of two, and at the end."""
-    rows = read_metrics(metrics)
+    rows = loss_records(metrics)
     if not rows:
         return "no metrics logged"
     octave = [math.floor(math.log2(r["n"]) + 1e-9) for r in rows]

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from cmcore.config import TrainConfig
-from cmcore.rundir import read_metrics
+from cmcore.rundir import loss_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def measure(kind: str, nproc: int, args, work: Path) -> dict:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(command[2:])} failed:\n{done.stderr[-2000:]}")
-    records = read_metrics(run)
+    records = loss_records(run)
     start, end = records[args.warmup - 1], records[-1]
     seconds = end["wall"] - start["wall"]
     ips = args.batch_size * (end["step"] - start["step"]) / seconds

@@ -310,6 +310,11 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
+def loss_records(path: str | Path) -> list[dict]:
+    """The lines of logged steps (with a "loss"), without the score lines of scored checkpoints."""
+    return [r for r in read_metrics(path) if "loss" in r]
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -323,7 +328,7 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
 # --- extending a finished run -----------------------------------------------------------------------------
 def progress(run_dir: str | Path) -> tuple[int, float]:
     """(steps done, training seconds used) by the run's last log line or checkpoint, whichever is further."""
-    records = read_metrics(run_dir)
+    records = loss_records(run_dir)
     last = records[-1] if records else {}
     wall = last.get("wall", 0.0)
     return max(int(last.get("step", 0)), latest_step(run_dir)), float(wall) if _is_number(wall) else 0.0

@@ -26,10 +26,10 @@ import torch
 
 import cmcore
 from cmcore import checkpoint as ck
-from cmcore import cli, training
+from cmcore import cli, training_run
 from cmcore.checkpoint import load_checkpoint
 from cmcore.generator import load_generator
-from cmcore.rundir import read_metrics
+from cmcore.rundir import best_step, read_metrics
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or not hasattr(os, "fork"), reason="POSIX signals and fork")
 
@@ -87,7 +87,7 @@ def leftovers(run: Path) -> set[tuple[str, int, int]]:
 
 
 def logged_steps(run: Path) -> list[int]:
-    return [r["step"] for r in read_metrics(run)]
+    return [r["step"] for r in read_metrics(run) if "loss" in r]  # logged steps, not scored checkpoints
 
 
 # --- slow, traced checkpoint writes (inherited by forked children) ---------------------------------
@@ -112,7 +112,7 @@ class Trace:
 def traced(tmp_path, monkeypatch):
     trace = Trace(tmp_path / "trace.txt")
     write_via, write_bytes = ck.atomic_write_via, ck.atomic_write_bytes
-    save, restore = training.save_checkpoint, training.Trainer._restore
+    save, restore = training_run.save_checkpoint, training_run.TrainingRun._restore
 
     def slow_write_via(path, write):
         trace.log("begin", Path(path).name)
@@ -136,8 +136,8 @@ def traced(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ck, "atomic_write_via", slow_write_via)
     monkeypatch.setattr(ck, "atomic_write_bytes", slow_write_bytes)
-    monkeypatch.setattr(training, "save_checkpoint", traced_save)
-    monkeypatch.setattr(training.Trainer, "_restore", traced_restore)
+    monkeypatch.setattr(training_run, "save_checkpoint", traced_save)
+    monkeypatch.setattr(training_run.TrainingRun, "_restore", traced_restore)
     return trace
 
 
@@ -265,7 +265,8 @@ def test_killed_at_random_moments_every_resume_starts_from_the_newest_complete_c
     assert cli.main(train_args(run, config, resume=checker.expected is not None, max_steps=final)) == 0
     assert logged_steps(run) == list(range(1, final + 1))  # every step once
     assert leftovers(run) == set()
-    assert committed(run) == final and len(complete_steps(run)) <= ck.KEEP
+    kept = complete_steps(run)  # the newest KEEP, and the best-scored one wherever it is
+    assert committed(run) == final and set(kept) <= set(kept[-ck.KEEP:]) | {best_step(run)}
     images = load_generator(run).sample(2, 1, seed=0)
     assert images.shape == (2, 16, 16, 3)
 

@@ -223,14 +223,19 @@ def two_process_run(tmp_path_factory):
     return root, result, losses, reference, plain_losses
 
 
+def loss_records(run: Path) -> list[dict]:
+    """The metrics lines of logged steps (not the score lines of scored checkpoints)."""
+    return [r for r in read_metrics(run) if "loss" in r]
+
+
 def test_two_processes_train_what_one_process_drawing_the_same_samples_trains(two_process_run):
     root, result, losses, reference, plain_losses = two_process_run
-    records = read_metrics(root / "two")
+    records = loss_records(root / "two")
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     for step, (two, one) in enumerate(zip([r["loss"] for r in records], losses), start=1):
         assert two == pytest.approx(one, rel=LOSS_RTOL), f"step {step}"
-    assert [r["n"] for r in records] == [r["n"] for r in read_metrics(root / "one")]  # the same curriculum
-    assert [r["lr"] for r in records] == pytest.approx([r["lr"] for r in read_metrics(root / "one")], rel=1e-12)
+    assert [r["n"] for r in records] == [r["n"] for r in loss_records(root / "one")]  # the same curriculum
+    assert [r["lr"] for r in records] == pytest.approx([r["lr"] for r in loss_records(root / "one")], rel=1e-12)
     ckpt = load_checkpoint(root / "two")
     assert ckpt.step == STEPS
     for name, module in (("model", reference.model), ("ema", reference.ema)):
@@ -245,14 +250,16 @@ def test_only_rank_zero_wrote_the_run_folder(two_process_run):
     root, *_ = two_process_run
     run = root / "two"
     files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
-    assert files == ["checkpoints", "checkpoints/latest",
+    assert files == ["checkpoints", "checkpoints/best", "checkpoints/latest",
                      "checkpoints/step_0000010.safetensors", "checkpoints/step_0000010.state.pt",
                      "checkpoints/step_0000020.safetensors", "checkpoints/step_0000020.state.pt",
                      "config.toml", "data_report.json", "metrics.jsonl", "previews",
                      "previews/step_0000010_1steps.png", "previews/step_0000010_4steps.png",
-                     "previews/step_0000020_1steps.png", "previews/step_0000020_4steps.png"]
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == STEPS  # one writer: no line twice
+                     "previews/step_0000020_1steps.png", "previews/step_0000020_4steps.png", "split.json"]
+    records = read_metrics(run)
+    assert len(loss_records(run)) == STEPS  # one writer: no line twice
+    scored = [r["step"] for r in records if "score" in r]  # rank 0 scored the checkpoints (the last always)
+    assert scored in ([10, 20], [20]) and len(records) == STEPS + len(scored)
     assert TrainConfig.load(run / "config.toml").batch_size == BATCH  # the global batch, as given
 
 
@@ -266,9 +273,9 @@ def test_a_two_process_run_resumes_with_one_process_and_with_two(two_process_run
             assert cli_main(["train", *args, "--quiet"]) == 0
         else:
             torchrun(2, *args)
-        records = read_metrics(run)
+        records = loss_records(run)
         assert [r["step"] for r in records] == list(range(1, 25)), nproc
-        assert records[:STEPS] == read_metrics(root / "two")  # the first 20 steps' records kept as they were
+        assert records[:STEPS] == loss_records(root / "two")  # the first 20 steps' records kept as they were
         assert latest_step(run) == 24 and load_checkpoint(run).config.max_steps == 24
         assert not (run / LOCK).exists()
 
@@ -312,5 +319,5 @@ def test_a_killed_process_ends_the_whole_run_with_a_message_and_the_run_resumes(
     assert lock_owner(run) is None
     saved = latest_step(run)
     assert cli_main(["train", "--out", str(run), "--resume", "--max-steps", str(saved + 2), "--quiet"]) == 0
-    assert [r["step"] for r in read_metrics(run)] == list(range(4, saved + 1, 4)) + [saved + 2]
+    assert [r["step"] for r in loss_records(run)] == list(range(4, saved + 1, 4)) + [saved + 2]
     assert latest_step(run) == saved + 2
