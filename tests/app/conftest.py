@@ -2,6 +2,8 @@
 window in a temporary workspace, and a check that no test leaves a QThread running."""
 from __future__ import annotations
 
+import gc
+
 import threading
 import time
 from pathlib import Path
@@ -130,6 +132,10 @@ def make_window(qtbot, tmp_path, dialog_log):
 
     def make(data: str | None = "demo", workspace: Path | None | str = "tmp") -> MainWindow:
         """workspace None: the remembered one, as when a person starts the app again."""
+        # A window closed earlier in the test is collected now, while no worker thread runs: collected later,
+        # inside a paint, its Qt objects' destructors can wait on a Qt lock that a worker thread holds while it
+        # waits for the GIL (seen once: a deadlock). The app itself has one window per process.
+        gc.collect()
         window = MainWindow(workspace=tmp_path / "runs" if workspace == "tmp" else workspace, data=data)
         window.data_pane.resolution.setValue(16)
         window.show()
