@@ -172,7 +172,7 @@ _SCORES: dict[str, tuple[tuple[int, int], dict[int, float]]] = {}  # metrics fil
 def _scores_of(run: Path) -> dict[int, float]:
     """{step: 1-step score} from a run's metrics.jsonl, read again only when the file changed: a long run's
     file takes ~0.5 s per 100 000 lines to read, too slow for every move of the steps slider."""
-    from cmcore.rundir import METRICS, read_metrics
+    from cmcore.rundir import METRICS, read_metrics, scored
 
     path = Path(run) / METRICS
     try:
@@ -183,11 +183,7 @@ def _scores_of(run: Path) -> dict[int, float]:
     cached = _SCORES.get(str(path))
     if cached is not None and cached[0] == key:
         return cached[1]
-    table = {}
-    for record in read_metrics(path):
-        value = record["score"].get("1") if isinstance(record.get("score"), dict) else None
-        if isinstance(value, (int, float)):
-            table[int(record["step"])] = float(value)
+    table = {s["step"]: s["score"][1] for s in scored(read_metrics(path)) if 1 in s["score"]}
     _SCORES[str(path)] = (key, table)
     return table
 

@@ -364,26 +364,17 @@ def _parse(data: bytes) -> list[dict]:
             continue
         step = record.get("step") if isinstance(record, dict) else None
         if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) and \
-                ("loss" in record or _score_table(record) is not None):
+                ("loss" in record or rundir.scored([record])):
             records.append(record)
     return records
 
 
-def _score_table(record: dict) -> dict[int, float] | None:
-    """{steps: score} of a score line (cmcore.evaluation), or None for any other line."""
-    table = record.get("score")
-    try:
-        return {int(k): float(v) for k, v in table.items()} if isinstance(table, dict) and table else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _scored(record: dict):
+    """A score line (cmcore.evaluation) as the events.Scored the Trainer emitted for it."""
     from cmcore import events
 
-    gap = record.get("gap")
-    return events.Scored(int(record["step"]), _score_table(record), float(gap) if isinstance(gap, (int, float)) else None,
-                         record.get("best") is True)
+    s = rundir.scored([record])[0]
+    return events.Scored(s["step"], s["score"], s["gap"], s["best"])
 
 
 def _read_png(path: Path):

@@ -261,6 +261,7 @@ def _sample(args) -> int:
 def _info(args) -> int:
     from .checkpoint import load_checkpoint
     from .rundir import best_step, read_metrics, run_of
+    from .rundir import scored as scored_lines
 
     ckpt = load_checkpoint(args.source)
     c = ckpt.config
@@ -275,7 +276,7 @@ def _info(args) -> int:
     losses = [r for r in records if isinstance(r.get("loss"), (int, float))]
     if losses:
         print(f"last loss  : {losses[-1]['loss']:.5g} at step {losses[-1]['step']}")
-    scored = {r["step"]: r["score"] for r in records if isinstance(r.get("score"), dict)}
+    scored = {s["step"]: s["score"] for s in scored_lines(records)}
     if ckpt.step in scored:
         print(f"score      : {_scores(scored[ckpt.step])} (on held-out images, lower is better)")
     best = best_step(run_dir) if run_dir is not None else None
@@ -284,8 +285,8 @@ def _info(args) -> int:
     return 0
 
 
-def _scores(table: dict) -> str:
-    return ", ".join(f"{v:.4g} at {k} step{'s' if k != '1' else ''}" for k, v in table.items())
+def _scores(table: dict[int, float]) -> str:
+    return ", ".join(f"{v:.4g} at {k} step{'s' if k != 1 else ''}" for k, v in table.items())
 
 
 def _edit(args) -> int:

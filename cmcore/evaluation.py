@@ -27,7 +27,7 @@ import torch
 from . import events
 from .memorisation import DENOISING_TIMES, denoising_error, overfitting_gap
 from .precond import WithLabels
-from .rundir import atomic_write_bytes, best_pointer, best_step, checkpoint_name
+from .rundir import atomic_write_bytes, best_pointer, best_step, checkpoint_name, score_at
 from .score import SCORE_SEED, Scorer, score_model
 from .split import held_out_indices, read_split, spread_index, train_indices, write_split
 
@@ -129,10 +129,5 @@ def mark_best(run_dir: Path, step: int) -> None:
 
 def best_so_far(run_dir: Path, records: list[dict], steps: tuple[int, ...]) -> float | None:
     """On resume: the score of the checkpoint RUN/checkpoints/best names, from its metrics line."""
-    step = best_step(run_dir)
-    key = str(steps[0])
-    found = [r["score"].get(key) for r in records
-             if r.get("step") == step and isinstance(r.get("score"), dict)]
-    value = found[-1] if found else None
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return score_at(records, best_step(run_dir), steps[0])
 

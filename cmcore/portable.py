@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .rundir import PORTABLE_WEIGHTS as WEIGHTS
+from .rundir import scored
 
 ONNX = "model.onnx"
 
@@ -82,8 +83,8 @@ def model_card(name: str, gen, step: int, report: dict | None, records: list[dic
     c = gen.config
     losses = [r for r in records if "loss" in r]
     last = losses[-1] if losses else None
-    scores = [r["score"] for r in records if r["step"] == step and isinstance(r.get("score"), dict)]
-    score = ("; ".join(f"{v:.4g} at {k} step{'s' if k != '1' else ''}" for k, v in scores[-1].items())
+    scores = [s["score"] for s in scored(records) if s["step"] == step]
+    score = ("; ".join(f"{v:.4g} at {k} step{'s' if k != 1 else ''}" for k, v in scores[-1].items())
              + " (on the run's held-out images, lower is better)") if scores else "not measured for this checkpoint"
     names = gen.class_names
     classes = f"| classes | {len(names)}: {', '.join(names)} (label i is the i-th) |\n" if names else ""

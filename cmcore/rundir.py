@@ -315,6 +315,28 @@ def loss_records(path: str | Path) -> list[dict]:
     return [r for r in read_metrics(path) if "loss" in r]
 
 
+def scored(records: list[dict]) -> list[dict]:
+    """The score lines of metrics records (cmcore.evaluation), cleaned, in order: {"step": int, "score":
+    {sampler steps (int): score}, "gap": float or None, "best": bool}; a line without a usable score is left out."""
+    found = []
+    for r in records:
+        table = r.get("score")
+        if "loss" in r or not isinstance(table, dict) or not _is_number(r.get("step")):
+            continue
+        score = {int(k): float(v) for k, v in table.items() if str(k).isdigit() and _is_number(v)}
+        if score:
+            gap = r.get("gap")
+            found.append({"step": int(r["step"]), "score": score, "gap": float(gap) if _is_number(gap) else None,
+                          "best": r.get("best") is True})
+    return found
+
+
+def score_at(records: list[dict], step: int | None, steps: int = 1) -> float | None:
+    """The `steps`-step score logged for the checkpoint of `step` (its last score line), or None."""
+    found = [s["score"][steps] for s in scored(records) if s["step"] == step and steps in s["score"]]
+    return found[-1] if found else None
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

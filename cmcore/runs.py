@@ -14,7 +14,7 @@ import platformdirs
 
 from .config import TrainConfig
 from .errors import ConfigError
-from .rundir import CONFIG, METRICS, best_step, has_checkpoint, latest_pointer, progress, read_metrics
+from .rundir import CONFIG, METRICS, best_step, has_checkpoint, score_at, latest_pointer, progress, read_metrics
 from .runlock import lock_owner
 
 
@@ -54,7 +54,7 @@ def read_run(path: Path) -> RunInfo:
         losses = [r["loss"] for r in records if _number(r.get("loss"))]
         best = best_step(path)
         return RunInfo(path, path.name, config.method, step, config.max_steps, losses[-1] if losses else None,
-                       updated, has_checkpoint(path), busy, score=_score_at(records, best), best_step=best)
+                       updated, has_checkpoint(path), busy, score=score_at(records, best), best_step=best)
     except (ConfigError, OSError, ValueError, TypeError, OverflowError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return RunInfo(path, path.name, "", 0, 0, None, updated, False, busy, error=reason)
@@ -62,14 +62,6 @@ def read_run(path: Path) -> RunInfo:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _score_at(records: list[dict], step: int | None, steps: int = 1) -> float | None:
-    """The `steps`-step score logged for the checkpoint of `step` (the last such record), or None."""
-    if step is None:
-        return None
-    found = [r["score"].get(str(steps)) for r in records if r["step"] == step and isinstance(r.get("score"), dict)]
-    return found[-1] if found and _number(found[-1]) else None
 
 
 def _updated(path: Path) -> float:

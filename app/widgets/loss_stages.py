@@ -27,15 +27,9 @@ def loss_records(records: list[dict]) -> list[dict]:
 
 def score_records(records: list[dict]) -> list[tuple[int, dict[int, float], bool]]:
     """(step, {sampling steps: score}, best) of each score record (cmcore.evaluation), in order."""
-    found = []
-    for r in records:
-        scores = r.get("score")
-        if "loss" in r or not isinstance(scores, dict) or not _number(r.get("step")):
-            continue
-        clean = {int(k): float(v) for k, v in scores.items() if str(k).isdigit() and _number(v)}
-        if clean:
-            found.append((int(r["step"]), clean, bool(r.get("best"))))
-    return found
+    from cmcore.rundir import scored  # torch-free
+
+    return [(s["step"], s["score"], s["best"]) for s in scored(records)]
 
 
 def stage_changes(steps: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

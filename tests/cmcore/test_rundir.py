@@ -214,3 +214,13 @@ def test_a_metrics_line_that_cannot_be_written_leaves_no_half_line(tmp_path, mon
         fh.write('{"step": 3, "lo')  # a process killed mid-line
     rundir.append_metrics(tmp_path, {"step": 4, "loss": 0.25})
     assert [r["step"] for r in rundir.read_metrics(tmp_path)] == [1, 4]
+
+
+def test_score_lines_are_read_apart_from_loss_lines():
+    records = [{"step": 10, "loss": 0.5}, {"step": 10, "score": {"1": 12.5, "2": "x", "n": 3}, "gap": 0.01, "best": True},
+               {"step": 20, "score": {}}, {"step": 20, "score": {"1": 11.0}}, {"step": 20, "score": {"1": 9.0}}]
+    assert rundir.scored(records) == [{"step": 10, "score": {1: 12.5}, "gap": 0.01, "best": True},
+                                      {"step": 20, "score": {1: 11.0}, "gap": None, "best": False},
+                                      {"step": 20, "score": {1: 9.0}, "gap": None, "best": False}]
+    assert rundir.score_at(records, 20) == 9.0 and rundir.score_at(records, 10, steps=2) is None
+    assert rundir.score_at(records, None) is None
