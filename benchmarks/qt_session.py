@@ -82,7 +82,7 @@ class LatenessProbe:
         self.interval_ms = interval_ms
         self.samples: list[float] = []
         self.late: list[tuple[float, float]] = []  # (due, ran) perf_counter times of every shot
-        self._due = 0.0
+        self._due = self._end = 0.0
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -91,6 +91,7 @@ class LatenessProbe:
     def measure(self, seconds: float) -> list[float]:
         """Lateness of every shot during `seconds` of the event loop."""
         self.samples, self.late = [], []
+        self._end = time.perf_counter() + seconds  # shots due later are not counted: the loop may quit late
         self._arm()
         run_events(seconds)
         self._timer.stop()
@@ -102,6 +103,8 @@ class LatenessProbe:
 
     def _shot(self) -> None:
         now = time.perf_counter()
+        if self._due > self._end:
+            return
         self.samples.append(max(0.0, (now - self._due) * 1000))
         self.late.append((self._due, now))
         self._arm()

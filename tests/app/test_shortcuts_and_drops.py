@@ -65,7 +65,7 @@ def test_export_model_writes_the_portable_folder(qtbot, make_window, tmp_path, m
     import cmcore.portable
 
     # the ONNX export itself is checked against ONNX Runtime in tests/cmcore/test_portable.py; here the wiring
-    monkeypatch.setattr(cmcore.portable, "export_onnx", lambda model, c, r, path: path.write_bytes(b"onnx"))
+    monkeypatch.setattr(cmcore.portable, "export_onnx", lambda model, c, r, path, num_classes=0: path.write_bytes(b"onnx"))
     run = train_run(tmp_path / "runs", "r")
     window = make_window(data=None)
     gp = open_in_gallery(qtbot, window, run)

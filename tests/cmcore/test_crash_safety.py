@@ -265,8 +265,8 @@ def test_killed_at_random_moments_every_resume_starts_from_the_newest_complete_c
     assert cli.main(train_args(run, config, resume=checker.expected is not None, max_steps=final)) == 0
     assert logged_steps(run) == list(range(1, final + 1))  # every step once
     assert leftovers(run) == set()
-    kept = complete_steps(run)  # the newest KEEP, and the best-scored one wherever it is
-    assert committed(run) == final and set(kept) <= set(kept[-ck.KEEP:]) | {best_step(run)}
+    others = [s for s in complete_steps(run) if s != best_step(run)]  # the best-scored one is kept as well
+    assert committed(run) == final and len(others) <= ck.KEEP
     images = load_generator(run).sample(2, 1, seed=0)
     assert images.shape == (2, 16, 16, 3)
 
