@@ -23,7 +23,6 @@ each checkpoint through cmcore.evaluation and picks the best with `best_step`.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -187,12 +186,9 @@ def score_model(model, scorer: Scorer, steps: Sequence[int] = DEFAULT_STEPS, num
 
 
 def best_step(history: Sequence[dict], steps: int = 1) -> int | None:
-    """The training step whose score at `steps` sampler steps is lowest, from records like
-    {"step": 500, "score": {"1": 41.2, "2": ...}} (string or int keys); None when none has one."""
-    best = None
-    for record in history:
-        table = record.get("score") or record.get("scores") or {}
-        value = table.get(str(steps), table.get(steps)) if isinstance(table, dict) else None
-        if isinstance(value, (int, float)) and math.isfinite(value) and (best is None or value < best[0]):
-            best = (value, int(record["step"]))
-    return None if best is None else best[1]
+    """The training step whose score at `steps` sampler steps is lowest, from metrics records (their score
+    lines, cmcore.rundir.scored); None when none has one."""
+    from .rundir import scored
+
+    found = [(s["score"][steps], s["step"]) for s in scored(list(history)) if steps in s["score"]]
+    return min(found)[1] if found else None

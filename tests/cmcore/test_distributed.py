@@ -31,7 +31,7 @@ from cmcore.checkpoint import load_checkpoint
 from cmcore.cli import main as cli_main
 from cmcore.config import TrainConfig
 from cmcore.errors import ConfigError
-from cmcore.rundir import LOCK, latest_step, read_metrics
+from cmcore.rundir import LOCK, latest_step, loss_records, read_metrics
 from cmcore.runlock import lock_owner
 from cmcore.training import Trainer
 
@@ -221,11 +221,6 @@ def two_process_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return root, result, losses, reference, plain_losses
-
-
-def loss_records(run: Path) -> list[dict]:
-    """The metrics lines of logged steps (not the score lines of scored checkpoints)."""
-    return [r for r in read_metrics(run) if "loss" in r]
 
 
 def test_two_processes_train_what_one_process_drawing_the_same_samples_trains(two_process_run):
